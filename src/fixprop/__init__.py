@@ -1,0 +1,46 @@
+"""fixprop: the bit-exact fixed-point training golden model for neural-network hardware."""
+
+from fixprop.errors import (
+    ConfigError,
+    FixpropError,
+    FormatError,
+    ModeError,
+    NonFiniteError,
+    RangeError,
+    RawTypeError,
+    ShapeError,
+)
+from fixprop.fixed import (
+    DEFAULT_OVERFLOW,
+    DEFAULT_ROUNDING,
+    FixedArray,
+    Overflow,
+    QFormat,
+    Rounding,
+    matmul,
+    maximum,
+    minimum,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_OVERFLOW",
+    "DEFAULT_ROUNDING",
+    "ConfigError",
+    "FixedArray",
+    "FixpropError",
+    "FormatError",
+    "ModeError",
+    "NonFiniteError",
+    "Overflow",
+    "QFormat",
+    "RangeError",
+    "RawTypeError",
+    "Rounding",
+    "ShapeError",
+    "__version__",
+    "matmul",
+    "maximum",
+    "minimum",
+]

@@ -1,0 +1,423 @@
+"""``FixedArray``: an immutable raw integer array plus its format, with exact arithmetic.
+
+Arithmetic (``+ - * @``, ``sum``, negation, shifts, ``maximum``) never rounds: each result
+has a format wide enough for every possible value (the rules are in ``format.py``).
+The only lossy operation is :meth:`FixedArray.cast` (and :meth:`FixedArray.from_float`),
+implemented in ``quantize.py``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import numpy as np
+
+from fixprop.errors import RangeError, RawTypeError, ShapeError
+from fixprop.fixed import quantize as q
+from fixprop.fixed.format import (
+    QFormat,
+    add_format,
+    as_format,
+    matmul_format,
+    mul_format,
+    neg_format,
+    sub_format,
+    sum_format,
+    union_format,
+)
+from fixprop.fixed.modes import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, Overflow, Rounding
+
+#: A float64 matmul of integers is exact when every partial sum is below 2**53 in magnitude.
+FLOAT64_EXACT_BITS = 53
+
+
+def _int_array(raw: Any) -> np.ndarray:
+    """Validate raw integers; return them as int64 or as an object array of Python ints."""
+    arr = q.as_exact_array(raw)
+    kind = arr.dtype.kind
+    if kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if kind == "u":
+        return arr.astype(np.int64) if arr.dtype.itemsize < 8 else q.to_object(arr)
+    if arr.dtype == object:
+        out = np.empty(arr.shape, dtype=object)
+        for index, v in np.ndenumerate(arr):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise RawTypeError(
+                    f"raw values must be integers; got {v!r} ({type(v).__name__}) at index {index}. "
+                    "For real values use FixedArray.from_float(x, fmt)."
+                )
+            out[index] = int(v)
+        return out
+    raise RawTypeError(
+        f"raw values must be integers (an integer numpy array or Python ints); got dtype {arr.dtype}. "
+        "For real values use FixedArray.from_float(x, fmt); for floats that hold integers, "
+        "convert them explicitly (e.g. np.asarray(raw).astype(np.int64))."
+    )
+
+
+def _frozen(raw: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw)
+    if raw.flags.writeable:
+        if raw.base is not None or not raw.flags.owndata:
+            raw = raw.copy()
+        raw.flags.writeable = False
+    return raw
+
+
+def _range_error(raw: np.ndarray, mask: np.ndarray, fmt: QFormat, what: str) -> RangeError:
+    index = tuple(int(i) for i in np.argwhere(mask)[0]) if mask.ndim else ()
+    return RangeError(
+        f"{what}: {int(mask.sum())} value(s) outside {fmt}'s raw range [{fmt.raw_min}, {fmt.raw_max}], "
+        f"first {int(raw[index])} at index {index}. Pass overflow='SAT', 'WRAP', 'SAT_SYM' or "
+        "'SAT_ZERO' to bring them into range, or choose a wider format."
+    )
+
+
+class FixedArray:
+    """An immutable array of fixed-point values: raw integers ``raw`` in format ``fmt``.
+
+    The value of element i is ``raw[i] * 2**-fmt.frac``. ``raw`` is stored as int64 when the
+    format fits 64 bits (``fmt.fits_int64``) and as Python ints (numpy object array) beyond.
+
+    Args:
+        raw: integers (numpy integer array, Python ints, nested lists).
+        fmt: a :class:`QFormat` or a short string such as ``"s24.12"``.
+        overflow: ``None`` (default) raises :class:`RangeError` for raw values outside the
+            format; an :class:`Overflow` mode brings them into range instead.
+    """
+
+    __slots__ = ("_raw", "_fmt")
+    __array_ufunc__ = None  # numpy operators defer to FixedArray: no silent float conversion
+    __hash__ = None  # elementwise == makes FixedArray unhashable, like numpy arrays
+
+    def __init__(self, raw: Any, fmt: QFormat | str, overflow: Overflow | str | None = None) -> None:
+        fmt = as_format(fmt)
+        ints = _int_array(raw)
+        if overflow is not None:
+            overflow = Overflow.parse(overflow)
+        stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
+        if overflow is None and out_of_range.any():
+            raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
+        self._raw = _frozen(stored)
+        self._fmt = fmt
+
+    @classmethod
+    def _trusted(cls, raw: np.ndarray, fmt: QFormat) -> "FixedArray":
+        """Wrap raw integers already known to be in range; converts to fmt's storage."""
+        out = object.__new__(cls)
+        out._raw = _frozen(q.to_storage(np.asarray(raw), fmt))
+        out._fmt = fmt
+        return out
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_float(
+        cls,
+        x: Any,
+        fmt: QFormat | str,
+        rounding: Rounding | str = DEFAULT_ROUNDING,
+        overflow: Overflow | str | None = DEFAULT_OVERFLOW,
+        rng: np.random.Generator | None = None,
+    ) -> "FixedArray":
+        """Quantize real numbers into ``fmt``, rounding the exact float64 value (no double rounding).
+
+        Integer inputs are taken exactly at any size. NaN and inf raise :class:`NonFiniteError`.
+        ``overflow=None`` raises :class:`RangeError` instead of clamping or wrapping.
+        ``rng`` is required by ``Rounding.STOCH``.
+        """
+        fmt = as_format(fmt)
+        raw, out_of_range = q.quantize_float(x, fmt, rounding, overflow, rng)
+        if overflow is None and out_of_range.any():
+            raise _range_error(raw, out_of_range, fmt, "FixedArray.from_float")
+        return cls._trusted(raw, fmt)
+
+    @classmethod
+    def zeros(cls, shape: int | tuple[int, ...], fmt: QFormat | str) -> "FixedArray":
+        """An array of zeros of the given shape and format."""
+        fmt = as_format(fmt)
+        return cls._trusted(np.zeros(shape, dtype=np.int64), fmt)
+
+    # -- the only lossy operation ----------------------------------------------------------
+    def cast(
+        self,
+        fmt: QFormat | str,
+        rounding: Rounding | str = DEFAULT_ROUNDING,
+        overflow: Overflow | str | None = DEFAULT_OVERFLOW,
+        rng: np.random.Generator | None = None,
+    ) -> "FixedArray":
+        """Convert to ``fmt``: drop fractional bits by ``rounding``, then fit by ``overflow``.
+
+        Defaults: ``RND_CONV`` (ties to even) and ``SAT``. ``overflow=None`` raises
+        :class:`RangeError` on any out-of-range value. ``rng`` is required by ``STOCH``.
+        """
+        fmt = as_format(fmt)
+        raw, out_of_range = q.requantize(self._raw, self._fmt, fmt, rounding, overflow, rng)
+        if overflow is None and out_of_range.any():
+            raise _range_error(raw, out_of_range, fmt, f"cast {self._fmt} -> {fmt}")
+        return FixedArray._trusted(raw, fmt)
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def raw(self) -> np.ndarray:
+        """The raw integers (read-only; int64, or object of Python ints for wide formats)."""
+        return self._raw
+
+    @property
+    def fmt(self) -> QFormat:
+        """The format of every element."""
+        return self._fmt
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._raw.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._raw.ndim
+
+    @property
+    def size(self) -> int:
+        return self._raw.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Storage dtype of ``raw``: int64, or object (Python ints) beyond 64 bits."""
+        return self._raw.dtype
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getitem__(self, key: Any) -> "FixedArray":
+        return FixedArray._trusted(self._raw[key], self._fmt)
+
+    @property
+    def T(self) -> "FixedArray":
+        return FixedArray._trusted(self._raw.T, self._fmt)
+
+    def transpose(self, *axes: int) -> "FixedArray":
+        return FixedArray._trusted(self._raw.transpose(*axes), self._fmt)
+
+    def reshape(self, *shape: Any) -> "FixedArray":
+        return FixedArray._trusted(self._raw.reshape(*shape), self._fmt)
+
+    def ravel(self) -> "FixedArray":
+        return FixedArray._trusted(self._raw.ravel(), self._fmt)
+
+    def to_float(self) -> np.ndarray:
+        """Values as float64 (each rounded to the nearest float64; for display and comparison)."""
+        frac = self._fmt.frac
+        if self._raw.dtype == np.int64:
+            return np.ldexp(self._raw.astype(np.float64), -frac)
+        if frac >= 0:
+            scale = 1 << frac
+            convert: Callable[[int], float] = lambda v: v / scale  # noqa: E731 - correctly rounded
+        else:
+            convert = lambda v: float(v << -frac)  # noqa: E731
+        return np.vectorize(convert, otypes=[np.float64])(self._raw) if self.size else np.zeros(self.shape)
+
+    def identical(self, other: "FixedArray") -> bool:
+        """True when ``other`` has the same format, shape and raw integers."""
+        return (
+            isinstance(other, FixedArray)
+            and self._fmt == other._fmt
+            and self.shape == other.shape
+            and bool(np.all(self._raw == other._raw))
+        )
+
+    def __repr__(self) -> str:
+        values = np.array2string(self.to_float(), separator=", ", threshold=64)
+        raws = np.array2string(self._raw, separator=", ", threshold=64)
+        return f"FixedArray(fmt={self._fmt}, value={values}, raw={raws})"
+
+    def __bool__(self) -> bool:
+        if self.size != 1:
+            raise ValueError("the truth value of a FixedArray with more than one element is ambiguous")
+        return bool(self._raw.reshape(-1)[0] != 0)
+
+    # -- exact arithmetic --------------------------------------------------------------------
+    def _aligned(self, fmt: QFormat) -> np.ndarray:
+        """raw rescaled to ``fmt.frac`` (exact left shift), stored as ``fmt`` requires."""
+        shift = fmt.frac - self._fmt.frac
+        assert shift >= 0, "alignment only ever adds fractional bits"
+        raw = self._raw if fmt.fits_int64 else q.to_object(self._raw)
+        return raw << shift if shift else raw
+
+    def __add__(self, other: Any) -> "FixedArray":
+        other = _operand(other, "+")
+        fmt = add_format(self._fmt, other._fmt)
+        _broadcast_shape(self, other, "+")
+        return FixedArray._trusted(self._aligned(fmt) + other._aligned(fmt), fmt)
+
+    def __radd__(self, other: Any) -> "FixedArray":
+        return _operand(other, "+").__add__(self)
+
+    def __sub__(self, other: Any) -> "FixedArray":
+        other = _operand(other, "-")
+        fmt = sub_format(self._fmt, other._fmt)
+        _broadcast_shape(self, other, "-")
+        return FixedArray._trusted(self._aligned(fmt) - other._aligned(fmt), fmt)
+
+    def __rsub__(self, other: Any) -> "FixedArray":
+        return _operand(other, "-").__sub__(self)
+
+    def __neg__(self) -> "FixedArray":
+        fmt = neg_format(self._fmt)
+        return FixedArray._trusted(-self._aligned(fmt), fmt)
+
+    def __pos__(self) -> "FixedArray":
+        return self
+
+    def __mul__(self, other: Any) -> "FixedArray":
+        other = _operand(other, "*")
+        fmt = mul_format(self._fmt, other._fmt)
+        _broadcast_shape(self, other, "*")
+        a, b = (self._raw, other._raw) if fmt.fits_int64 else (q.to_object(self._raw), q.to_object(other._raw))
+        return FixedArray._trusted(a * b, fmt)
+
+    def __rmul__(self, other: Any) -> "FixedArray":
+        return _operand(other, "*").__mul__(self)
+
+    def __matmul__(self, other: Any) -> "FixedArray":
+        if not isinstance(other, FixedArray):
+            raise RawTypeError(f"@ needs two FixedArrays; got {type(other).__name__}")
+        return matmul(self, other)
+
+    def __lshift__(self, n: int) -> "FixedArray":
+        """Multiply by ``2**n`` exactly: same raw integers, ``frac - n`` (as APyTypes ``<<``)."""
+        n = _shift_amount(n)
+        return FixedArray._trusted(self._raw, QFormat(self._fmt.word, self._fmt.frac - n, self._fmt.signed))
+
+    def __rshift__(self, n: int) -> "FixedArray":
+        """Divide by ``2**n`` exactly: same raw integers, ``frac + n`` (as APyTypes ``>>``)."""
+        return self.__lshift__(-_shift_amount(n))
+
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> "FixedArray":
+        """Exact sum; the word grows by ``ceil(log2 n)`` for ``n`` summed terms."""
+        axes = tuple(range(self.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+        n = int(np.prod([self.shape[a] for a in axes], dtype=np.int64)) if axes else 1
+        fmt = sum_format(self._fmt, n)
+        raw = self._raw if fmt.fits_int64 else q.to_object(self._raw)
+        total = np.sum(raw, axis=axis, keepdims=keepdims, dtype=raw.dtype)
+        return FixedArray._trusted(np.asarray(total, dtype=raw.dtype), fmt)
+
+    # -- comparisons (exact, by value; formats may differ) -------------------------------
+    def _compare(self, other: Any, op: Callable, symbol: str) -> np.ndarray:
+        other = _operand(other, symbol)
+        fmt = union_format(self._fmt, other._fmt)
+        _broadcast_shape(self, other, symbol)
+        return np.asarray(op(self._aligned(fmt), other._aligned(fmt)), dtype=bool)
+
+    def __lt__(self, other: Any) -> np.ndarray:
+        return self._compare(other, operator.lt, "<")
+
+    def __le__(self, other: Any) -> np.ndarray:
+        return self._compare(other, operator.le, "<=")
+
+    def __gt__(self, other: Any) -> np.ndarray:
+        return self._compare(other, operator.gt, ">")
+
+    def __ge__(self, other: Any) -> np.ndarray:
+        return self._compare(other, operator.ge, ">=")
+
+    def __eq__(self, other: Any) -> np.ndarray:  # type: ignore[override]
+        return self._compare(other, operator.eq, "==")
+
+    def __ne__(self, other: Any) -> np.ndarray:  # type: ignore[override]
+        return self._compare(other, operator.ne, "!=")
+
+
+def _shift_amount(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise RawTypeError(f"shift amounts must be integers; got {n!r}")
+    return int(n)
+
+
+def _operand(value: Any, symbol: str) -> FixedArray:
+    """A FixedArray, or an integer scalar as an exact signed constant (frac 0)."""
+    if isinstance(value, FixedArray):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        v = int(value)
+        return FixedArray._trusted(np.asarray(v, dtype=object), QFormat(v.bit_length() + 1, 0, True))
+    raise RawTypeError(
+        f"cannot apply {symbol} to a FixedArray and {type(value).__name__} {value!r} exactly: "
+        "operands must be FixedArrays or integers; convert real numbers with "
+        "FixedArray.from_float(value, fmt) first"
+    )
+
+
+def _broadcast_shape(a: FixedArray, b: FixedArray, symbol: str) -> tuple[int, ...]:
+    try:
+        return np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ShapeError(f"shapes {a.shape} and {b.shape} do not broadcast for {symbol}") from None
+
+
+def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
+    """Exact matrix product (numpy ``@`` shape rules); word = wa + wb + ceil(log2 K), frac = fa + fb.
+
+    The product is computed in float64 BLAS when the result format guarantees every partial
+    sum is below 2**53 (exact), in int64 when it fits 64 bits, and in Python ints beyond.
+    """
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"@ needs arrays of at least one dimension; got shapes {a.shape} and {b.shape}")
+    k = a.shape[-1]
+    k_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
+    if k != k_b:
+        raise ShapeError(
+            f"@ inner dimensions differ: {a.shape} @ {b.shape} (a's last axis {k} must equal "
+            f"b's {'second-to-last' if b.ndim >= 2 else 'only'} axis {k_b})"
+        )
+    fmt = matmul_format(a.fmt, b.fmt, k)
+    if fmt.word <= FLOAT64_EXACT_BITS:
+        product = np.matmul(a.raw.astype(np.float64), b.raw.astype(np.float64)).astype(np.int64)
+    elif fmt.fits_int64:
+        product = np.matmul(a.raw, b.raw)
+    else:
+        product = np.matmul(q.to_object(a.raw), q.to_object(b.raw))
+    return FixedArray._trusted(np.asarray(product), fmt)
+
+
+def maximum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
+    """Elementwise exact maximum. ``maximum(x, 0)`` keeps x's format (the ReLU of hardware).
+
+    When one operand is an integer constant representable in the other's format, the result
+    has that format; otherwise it has the union format of both.
+    """
+    return _select(a, b, np.greater_equal, "maximum")
+
+
+def minimum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
+    """Elementwise exact minimum (format rule as :func:`maximum`)."""
+    return _select(a, b, np.less_equal, "minimum")
+
+
+def _select(a: Any, b: Any, keep_a: Callable, name: str) -> FixedArray:
+    fa, fb = _operand(a, name), _operand(b, name)
+    _broadcast_shape(fa, fb, name)
+    wide = union_format(fa.fmt, fb.fmt)
+    ra, rb = fa._aligned(wide), fb._aligned(wide)
+    chosen = np.asarray(np.where(keep_a(ra, rb), ra, rb), dtype=ra.dtype)
+    fmt = wide
+    if not isinstance(b, FixedArray) and _holds(fa.fmt, fb):
+        fmt = fa.fmt
+    elif not isinstance(a, FixedArray) and _holds(fb.fmt, fa):
+        fmt = fb.fmt
+    # Every chosen value is a value of a or of the constant, so it is exact in fmt (TRN drops zeros).
+    raw, _ = q.requantize(chosen, wide, fmt, Rounding.TRN, None)
+    return FixedArray._trusted(raw, fmt)
+
+
+def _holds(fmt: QFormat, constant: FixedArray) -> bool:
+    """True when the integer constant's value is exactly representable in ``fmt``."""
+    value = int(constant.raw.reshape(-1)[0])
+    if fmt.frac < 0 and value % (1 << -fmt.frac):
+        return False
+    raw = value << fmt.frac if fmt.frac >= 0 else value >> -fmt.frac
+    return fmt.contains_raw(raw)

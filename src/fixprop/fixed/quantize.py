@@ -1,0 +1,276 @@
+"""Every rounding and every overflow decision fixprop makes, on raw integers.
+
+This module is the one place where precision is lost. Everything else in fixprop either
+keeps full precision (``FixedArray`` arithmetic) or calls :func:`requantize` /
+:func:`quantize_float` from here.
+
+Raw arrays are numpy ``int64`` when the values provably fit (|v| < 2**63) and numpy
+``object`` arrays of Python ints otherwise; the same code runs on both, and each function
+chooses the storage from the formats before computing, so int64 overflow cannot happen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fixprop.errors import ModeError, NonFiniteError, RawTypeError
+from fixprop.fixed.format import QFormat
+from fixprop.fixed.modes import Overflow, Rounding
+
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+
+#: Largest right shift done in int64 (``1 << 62`` is the largest power of two int64 holds
+#: with room for the sum ``q + 1``).
+MAX_INT64_SHIFT = 62
+
+#: A float64 significand has 53 bits, so |m| < 2**53 in ``x = m * 2**e``.
+FLOAT64_SIGNIFICAND_BITS = 53
+
+
+# -- storage -------------------------------------------------------------------------------
+def to_object(raw: np.ndarray) -> np.ndarray:
+    """The same integers as a numpy object array of Python ints (exact at any width)."""
+    if raw.dtype == object:
+        return raw
+    return raw.astype(object)
+
+
+def to_storage(raw: np.ndarray, fmt: QFormat) -> np.ndarray:
+    """Store in-range raw integers as ``fmt`` requires: int64 if it fits, else Python ints."""
+    if fmt.fits_int64:
+        return raw if raw.dtype == np.int64 else raw.astype(np.int64)
+    return to_object(raw)
+
+
+def storage_for_bits(raw: np.ndarray, magnitude_bits: int) -> np.ndarray:
+    """``raw`` in a storage that can hold values of ``|v| < 2**magnitude_bits`` exactly."""
+    if magnitude_bits <= 63 and raw.dtype == np.int64:
+        return raw
+    if magnitude_bits <= 63:
+        return raw.astype(np.int64)
+    return to_object(raw)
+
+
+# -- rounding ------------------------------------------------------------------------------
+def _uniform_below_pow2(shift, shape, rng: np.random.Generator, as_object: bool):
+    """Independent uniform integers in ``[0, 2**shift)``, one per element (row-major order)."""
+    if not as_object:
+        return rng.integers(0, np.left_shift(np.int64(1), shift), size=shape, dtype=np.int64)
+    shifts = np.broadcast_to(np.asarray(shift, dtype=object), shape)
+    out = np.empty(shape, dtype=object)
+    for index, s in np.ndenumerate(shifts):
+        s = int(s)
+        nbytes = (s + 7) // 8
+        draw = int.from_bytes(rng.bytes(nbytes), "little") if nbytes else 0
+        out[index] = draw >> (8 * nbytes - s)
+    return out
+
+
+def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random.Generator | None = None):
+    """Exact ``raw / 2**shift`` rounded to an integer by ``rounding``.
+
+    Args:
+        raw: integer array (int64 or object).
+        shift: number of dropped bits, an int >= 0 or an integer array broadcastable to raw.
+            int64 input needs ``shift <= 62``; callers widen to object beyond that.
+        rounding: the mode; ``STOCH`` rounds up with probability ``dropped / 2**shift``
+            using ``rng`` (one uniform draw of ``shift`` bits per element, row-major).
+    Returns:
+        integer array of the same storage as ``raw`` (values never exceed |raw| + 1).
+    """
+    rounding = Rounding.parse(rounding)
+    one = 1 if raw.dtype == object else np.int64(1)
+    floor = raw >> shift
+    dropped = raw & ((one << shift) - 1)  # in [0, 2**shift): the exact dropped fraction
+    half = (one << shift) >> 1
+    inexact = dropped != 0
+    if rounding is Rounding.TRN:
+        return floor
+    if rounding is Rounding.TRN_INF:
+        up = inexact
+    elif rounding is Rounding.TRN_ZERO:
+        up = inexact & (raw < 0)
+    elif rounding is Rounding.RND:
+        up = inexact & (dropped >= half)
+    elif rounding is Rounding.RND_MIN_INF:
+        up = inexact & (dropped > half)
+    elif rounding is Rounding.RND_ZERO:
+        up = inexact & ((dropped > half) | ((dropped == half) & (raw < 0)))
+    elif rounding is Rounding.RND_INF:
+        up = inexact & ((dropped > half) | ((dropped == half) & (raw >= 0)))
+    elif rounding is Rounding.RND_CONV:
+        up = inexact & ((dropped > half) | ((dropped == half) & ((floor & 1) == 1)))
+    elif rounding is Rounding.STOCH:
+        if not isinstance(rng, np.random.Generator):
+            raise ModeError(
+                "rounding STOCH needs rng=numpy.random.Generator (e.g. np.random.default_rng(seed)); "
+                f"got rng={rng!r}"
+            )
+        draw = _uniform_below_pow2(shift, np.shape(raw), rng, raw.dtype == object)
+        up = draw < dropped
+    else:  # pragma: no cover - the enum is closed
+        raise ModeError(f"unhandled rounding mode {rounding}")
+    return floor + np.asarray(up, dtype=bool)
+
+
+# -- overflow ------------------------------------------------------------------------------
+def apply_overflow(raw: np.ndarray, fmt: QFormat, overflow: Overflow | None) -> tuple[np.ndarray, np.ndarray]:
+    """Bring integers into ``fmt``'s raw range by ``overflow``.
+
+    Returns ``(raw_in_range, out_of_range_mask)``. ``SAT_SYM`` treats the signed minimum
+    ``-2**(word-1)`` as out of range too (its range is ``[-max, max]``). ``overflow=None``
+    leaves values as they are; the caller then raises if the mask has any True.
+    The result is stored as ``fmt`` requires (int64 or Python ints).
+    """
+    overflow = None if overflow is None else Overflow.parse(overflow)
+    lo, hi = fmt.raw_min, fmt.raw_max
+    if overflow is Overflow.SAT_SYM and fmt.signed:
+        lo = -hi
+    if raw.dtype == np.int64:  # clamp the bounds to what int64 can compare against
+        lo, hi = max(lo, INT64_MIN), min(hi, INT64_MAX)
+    out_of_range = np.asarray((raw < lo) | (raw > hi), dtype=bool)
+    if not out_of_range.any():
+        return to_storage(raw, fmt), out_of_range
+    if overflow is None:
+        return raw, out_of_range
+    if overflow in (Overflow.SAT, Overflow.SAT_SYM):
+        result = np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
+    elif overflow is Overflow.SAT_ZERO:
+        result = np.where(out_of_range, 0, raw)
+    else:
+        result = _wrap(raw, fmt)
+    return to_storage(np.asarray(result), fmt), out_of_range
+
+
+def _wrap(raw: np.ndarray, fmt: QFormat) -> np.ndarray:
+    """Keep the low ``fmt.word`` bits, read as two's complement (signed) or binary (unsigned)."""
+    if raw.dtype == np.int64 and fmt.signed and fmt.word >= 64:
+        return raw  # every int64 is already a 64-bit two's-complement word
+    if raw.dtype == np.int64 and fmt.word >= 63:  # the mask 2**word - 1 needs Python ints
+        raw = to_object(raw)
+    one = 1 if raw.dtype == object else np.int64(1)
+    low_bits = raw & ((one << fmt.word) - 1)
+    if not fmt.signed:
+        return low_bits
+    half_range = one << (fmt.word - 1)  # 2**(word-1); subtracting it twice avoids forming 2**63
+    return np.where(low_bits >= half_range, low_bits - half_range - half_range, low_bits)
+
+
+# -- full casts ----------------------------------------------------------------------------
+def requantize(
+    raw: np.ndarray,
+    src: QFormat,
+    dst: QFormat,
+    rounding: Rounding | str,
+    overflow: Overflow | str | None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cast raw integers of format ``src`` into format ``dst``: round, then overflow.
+
+    Returns ``(raw_dst, out_of_range_mask)``. With ``overflow=None`` the caller must check
+    the mask (values are then unchanged beyond rounding).
+    """
+    rounding = Rounding.parse(rounding)
+    shift = src.frac - dst.frac
+    if shift > 0:  # drop fractional bits
+        if shift > MAX_INT64_SHIFT:
+            raw = to_object(raw)
+        value = round_shift_right(raw, shift, rounding, rng)
+    elif shift < 0:  # gain fractional bits: exact, but the value grows by -shift bits
+        value = storage_for_bits(raw, src.word + (-shift) - (1 if src.signed else 0)) << (-shift)
+    else:
+        value = raw
+    return apply_overflow(value, dst, overflow)
+
+
+def float_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact decomposition ``x == m * 2**e`` of float64 values (m int64 with |m| < 2**53, e int64)."""
+    significand, exponent = np.frexp(x)
+    m = np.ldexp(significand, FLOAT64_SIGNIFICAND_BITS).astype(np.int64)
+    e = exponent.astype(np.int64) - FLOAT64_SIGNIFICAND_BITS
+    return m, e
+
+
+def _check_finite(x: np.ndarray) -> None:
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        first = tuple(int(i) for i in bad[0]) if x.ndim else ()
+        raise NonFiniteError(
+            f"cannot convert NaN or infinity to fixed point: {len(bad)} non-finite value(s), "
+            f"first {x[first]!r} at index {first}"
+        )
+
+
+def quantize_float(
+    x,
+    dst: QFormat,
+    rounding: Rounding | str,
+    overflow: Overflow | str | None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Round real numbers to raw integers of ``dst``, deciding on their exact value.
+
+    Floats (any numpy float width; float32 and float16 convert to float64 exactly) are split
+    into ``m * 2**e`` with integer ``m`` and rounded from that exact value, so there is no
+    double rounding. Integer inputs are taken exactly at any size.
+    Returns ``(raw_dst, out_of_range_mask)`` as :func:`requantize`.
+    """
+    rounding = Rounding.parse(rounding)
+    arr = as_exact_array(x)
+    if arr.dtype.kind in "iub" or (arr.dtype == object and _all_ints(arr)):
+        small = arr.dtype.kind in "ib" or (arr.dtype.kind == "u" and arr.dtype.itemsize < 8)
+        ints = arr.astype(np.int64) if small else to_object(arr)
+        exact_int_format = QFormat(_bit_length(ints) + 1, 0)  # signed, holds every input
+        return requantize(ints, exact_int_format, dst, rounding, overflow, rng)
+    if arr.dtype.kind != "f":
+        raise RawTypeError(
+            f"from_float needs real numbers (float or int arrays); got dtype {arr.dtype} "
+            f"(complex, strings and other objects are not allowed)"
+        )
+    arr = arr.astype(np.float64, copy=False)
+    _check_finite(arr)
+    m, e = float_parts(arr)
+    lift = e + dst.frac  # raw value = m * 2**lift exactly
+    left = np.maximum(lift, 0)
+    right = np.maximum(-lift, 0)
+    deterministic = rounding is not Rounding.STOCH
+    if deterministic:
+        # For |m| < 2**53 every right shift >= 54 rounds the same way (to 0 or -1 by sign and
+        # mode), so shifts are clamped there and the computation stays in int64.
+        right = np.minimum(right, FLOAT64_SIGNIFICAND_BITS + 1)
+    fits_int64 = (arr.size == 0) or (
+        int(left.max()) + FLOAT64_SIGNIFICAND_BITS <= 62 and int(right.max()) <= MAX_INT64_SHIFT
+    )
+    if not fits_int64:
+        m, left, right = to_object(m), to_object(left), to_object(right)
+    value = round_shift_right(m << left, right, rounding, rng)
+    return apply_overflow(value, dst, overflow)
+
+
+def as_exact_array(x) -> np.ndarray:
+    """``np.asarray(x)``, except that Python ints never pass through float64.
+
+    (``np.asarray([0, 2**63])`` is float64 and would lose bits; such input becomes an object
+    array of Python ints instead.)
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f" and arr.size:
+        as_objects = np.asarray(x, dtype=object)
+        if _all_ints(as_objects):
+            return as_objects
+    return arr
+
+
+def _all_ints(arr: np.ndarray) -> bool:
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in arr.flat)
+
+
+def _bit_length(ints: np.ndarray) -> int:
+    """Bits of the largest magnitude in an integer array."""
+    if ints.size == 0:
+        return 0
+    return max(int(ints.max()).bit_length(), int(ints.min()).bit_length())
