@@ -58,10 +58,9 @@ def _int_array(raw: Any) -> np.ndarray:
 
 
 def _frozen(raw: np.ndarray) -> np.ndarray:
+    """Mark an array fixprop owns as read-only (views of read-only arrays already are)."""
     raw = np.asarray(raw)
     if raw.flags.writeable:
-        if raw.base is not None or not raw.flags.owndata:
-            raw = raw.copy()
         raw.flags.writeable = False
     return raw
 
@@ -100,7 +99,7 @@ class FixedArray:
         stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
         if overflow is None and out_of_range.any():
             raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
-        self._raw = _frozen(stored)
+        self._raw = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
         self._fmt = fmt
 
     @classmethod
