@@ -20,6 +20,7 @@ from fixprop.fixed import (
     matmul,
     maximum,
     minimum,
+    where,
 )
 
 __version__ = "0.1.0"
@@ -43,4 +44,12 @@ __all__ = [
     "matmul",
     "maximum",
     "minimum",
+    "where",
 ]
+
+from fixprop.datapath import ROLES, Datapath, FixedConstant, RoleCast  # noqa: E402
+from fixprop.nn import MLP, FixedArithmetic, FloatArithmetic, Model  # noqa: E402
+from fixprop.verify import verify  # noqa: E402
+
+__all__ += ["Datapath", "FixedArithmetic", "FixedConstant", "FloatArithmetic", "MLP", "Model", "ROLES", "RoleCast",
+            "verify"]

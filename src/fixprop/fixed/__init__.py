@@ -1,6 +1,6 @@
 """Exact fixed-point arithmetic: formats, modes, FixedArray."""
 
-from fixprop.fixed.array import FixedArray, matmul, maximum, minimum
+from fixprop.fixed.array import FixedArray, matmul, maximum, minimum, where
 from fixprop.fixed.format import QFormat
 from fixprop.fixed.modes import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, Overflow, Rounding
 
@@ -14,4 +14,5 @@ __all__ = [
     "matmul",
     "maximum",
     "minimum",
+    "where",
 ]

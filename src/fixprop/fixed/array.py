@@ -389,20 +389,27 @@ def maximum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
     When one operand is an integer constant representable in the other's format, the result
     has that format; otherwise it has the union format of both.
     """
-    return _select(a, b, np.greater_equal, "maximum")
+    return _select(lambda ra, rb: ra >= rb, a, b, "maximum")
 
 
 def minimum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
     """Elementwise exact minimum (format rule as :func:`maximum`)."""
-    return _select(a, b, np.less_equal, "minimum")
+    return _select(lambda ra, rb: ra <= rb, a, b, "minimum")
 
 
-def _select(a: Any, b: Any, keep_a: Callable, name: str) -> FixedArray:
+def where(condition: Any, a: FixedArray | int, b: FixedArray | int) -> FixedArray:
+    """Elementwise ``a`` where ``condition`` is true, else ``b`` (exact; format rule as :func:`maximum`)."""
+    mask = np.asarray(condition, dtype=bool)
+    return _select(lambda ra, rb: mask, a, b, "where")
+
+
+def _select(take_a: Callable, a: Any, b: Any, name: str) -> FixedArray:
+    """Pick elements of a or b by ``take_a(aligned_a, aligned_b)``, in a format holding both."""
     fa, fb = _operand(a, name), _operand(b, name)
     _broadcast_shape(fa, fb, name)
     wide = union_format(fa.fmt, fb.fmt)
     ra, rb = fa._aligned(wide), fb._aligned(wide)
-    chosen = np.asarray(np.where(keep_a(ra, rb), ra, rb), dtype=ra.dtype)
+    chosen = np.asarray(np.where(take_a(ra, rb), ra, rb), dtype=ra.dtype)
     fmt = wide
     if not isinstance(b, FixedArray) and _holds(fa.fmt, fb):
         fmt = fa.fmt

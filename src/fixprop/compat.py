@@ -1,0 +1,160 @@
+"""The seed notebook's class, ``mlp4autograd``, on top of fixprop.
+
+Same API and conventions as the notebook's class: column vectors (n, 1); weights (out, in);
+biases (out, 1); ``params = [list of weights, list of biases]``; ReLU on every layer; loss
+``sum((a - y)**2)``. In float mode ``infer`` and ``error`` are written in ``autograd.numpy`` so
+``autograd.grad`` can differentiate them. In quantized mode (``set_quant(d, q, True)``) values are
+integers in units of ``2**-q`` and the arithmetic is :meth:`fixprop.Datapath.seed` (round half to
+even, saturate to d bits), computed exactly at any width, where the seed's float64 stand-in was
+exact only below 2**53. Inputs and targets beyond d bits are saturated into the input/target role.
+
+Unlike the seed's class, repeated calls do not grow memory: each ``infer`` replaces the stored
+activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import autograd.numpy as anp
+import numpy as np
+from autograd.tracer import getval
+
+from fixprop.datapath import Datapath
+from fixprop.errors import ConfigError, RawTypeError
+from fixprop.fixed.array import FixedArray
+from fixprop.fixed.format import QFormat
+from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
+from fixprop.nn.mlp import MLP, LayerParams
+
+INIT_MODES = ("uniform", "uniform_neg", "ones")
+
+
+class mlp4autograd:  # noqa: N801 - the seed notebook's name
+    """The seed's MLP: ``set_quant``, ``net_shape``, ``init_params``, ``infer``, ``error``, ``grad``."""
+
+    def __init__(self) -> None:
+        self._quant = False
+        self._d_bits = 16
+        self._q_bits = 10
+        self._shape: list[int] = []
+        self._weight: list[Any] = []
+        self._bias: list[Any] = []
+        self._activation: list[Any] = []
+        self._weight_dif: list[np.ndarray] = []
+        self._bias_dif: list[np.ndarray] = []
+        self.params_grad: list[list[np.ndarray]] = [[], []]
+        self._last_input: Any = None
+        self._last_params: Any = None
+
+    # -- configuration ----------------------------------------------------------------------
+    def set_quant(self, d_bits: int = 16, q_bits: int = 10, quant: bool = True) -> None:
+        """Quantized mode with d-bit words and q fraction bits (``quant=True``), or float64."""
+        QFormat(d_bits, q_bits)  # validates
+        self._d_bits, self._q_bits, self._quant = int(d_bits), int(q_bits), bool(quant)
+
+    def net_shape(self, shape: Sequence[int]) -> None:
+        """Layer sizes, e.g. [3, 7, 7, 5]."""
+        self._shape = list(MLP(shape).layer_sizes)
+
+    def init_params(self, mode: str = "uniform") -> None:
+        """Float weights and biases from numpy's global generator (np.random.seed makes them repeatable):
+        uniform in [0, 1), uniform_neg in [-1, 1), or ones."""
+        if mode not in INIT_MODES:
+            raise ConfigError(f"unknown init mode {mode!r}; allowed: {', '.join(INIT_MODES)}")
+        self._require_shape()
+        self._weight, self._bias = [], []
+        for n_in, n_out in zip(self._shape[:-1], self._shape[1:]):
+            if mode == "uniform":
+                w, b = np.random.random((n_out, n_in)), np.random.random((n_out, 1))
+            elif mode == "uniform_neg":
+                w, b = np.random.uniform(-1, 1, (n_out, n_in)), np.random.uniform(-1, 1, (n_out, 1))
+            else:
+                w, b = np.ones((n_out, n_in)), np.ones((n_out, 1))
+            self._weight.append(w)
+            self._bias.append(b)
+
+    # -- the network ------------------------------------------------------------------------
+    def infer(self, x: Any, params: Sequence[Sequence[Any]]) -> Any:
+        """Forward pass of one column vector x (n_in, 1); returns the output column (n_out, 1)."""
+        self._require_shape()
+        weights, biases = params
+        self._last_input, self._last_params = x, params
+        if not self._quant:  # autograd-traceable float64
+            a = x
+            activations = [a]
+            for w, b in zip(weights, biases):
+                a = anp.maximum(anp.dot(w, a) + b, 0.0)
+                activations.append(a)
+            self._activation = activations
+            return a
+        trace = self._net().forward(self._fixed(), self._fixed_params(weights, biases), self._raw_fixed(x, "x").T)
+        self._activation = [self._raw(trace.layers[0].input).T] + [self._raw(t.act).T for t in trace.layers]
+        return self._activation[-1]
+
+    def error(self, truth: Any) -> Any:
+        """Sum of squared errors of the last inference (raw units squared in quantized mode)."""
+        if not self._activation:
+            raise ConfigError("call infer(x, params) before error(truth)")
+        return anp.sum((self._activation[-1] - truth) ** 2)
+
+    def grad(self, truth: Any, debug: bool = False) -> list[list[np.ndarray]]:
+        """Backprop of the last inference against ``truth`` (n_out, 1); sets ``_weight_dif``,
+        ``_bias_dif`` and ``params_grad`` (= [weight grads, bias grads]) and returns params_grad."""
+        if self._last_params is None:
+            raise ConfigError("call infer(x, params) before grad(truth)")
+        net = self._net()
+        weights, biases = self._last_params
+        if self._quant:
+            ar: Any = self._fixed()
+            params = self._fixed_params(weights, biases)
+            x, y = self._raw_fixed(self._last_input, "x").T, self._raw_fixed(truth, "truth").T
+            convert = self._raw
+        else:
+            ar = FloatArithmetic(relu_grad_at_zero=0.5)
+            params = [LayerParams(np.asarray(getval(w), float), np.asarray(getval(b), float).reshape(-1))
+                      for w, b in zip(weights, biases)]
+            x = np.asarray(getval(self._last_input), float).T
+            y = np.asarray(getval(truth), float).T
+            convert = np.array
+        grads = net.backward(ar, params, net.forward(ar, params, x), y)
+        self._weight_dif = [convert(g.weight_grad) for g in grads]
+        self._bias_dif = [convert(g.bias_grad).reshape(-1, 1) for g in grads]
+        self.params_grad = [self._weight_dif, self._bias_dif]
+        if debug:
+            for i, g in enumerate(grads):
+                print(f"layer {i}: incoming error {convert(g.error).ravel()}\nweight grad\n{self._weight_dif[i]}\n"
+                      f"bias grad {self._bias_dif[i].ravel()}")
+        return self.params_grad
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _require_shape(self) -> None:
+        if not self._shape:
+            raise ConfigError("call net_shape([n_in, ..., n_out]) first")
+
+    def _net(self) -> MLP:
+        return MLP(self._shape, "relu", "relu", "sse", "uniform")
+
+    def _fixed(self) -> FixedArithmetic:
+        return FixedArithmetic(Datapath.seed(self._d_bits, self._q_bits))
+
+    def _fixed_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> list[LayerParams]:
+        return [LayerParams(self._raw_fixed(w, "weight"), self._raw_fixed(b, "bias").reshape(-1))
+                for w, b in zip(weights, biases)]
+
+    def _raw_fixed(self, values: Any, name: str) -> FixedArray:
+        """Integer-valued arrays in units of 2**-q as a FixedArray (wide enough to hold them)."""
+        arr = np.asarray(getval(values))
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise RawTypeError(f"quantized mode needs {name} as integers in units of 2**-{self._q_bits} "
+                                   "(e.g. np.round(w * 2**q)); got non-integer values")
+            arr = np.array([int(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
+        fmt_bits = max([int(v).bit_length() for v in np.ravel(arr)] + [1]) + 1
+        return FixedArray(arr, QFormat(fmt_bits, self._q_bits))
+
+    def _raw(self, x: FixedArray) -> np.ndarray:
+        """Raw integers in units of 2**-q (every role of the seed datapath has q fraction bits)."""
+        if x.fmt.frac != self._q_bits:
+            raise AssertionError(f"seed datapath value in {x.fmt}, expected {self._q_bits} fraction bits")
+        return np.array(x.raw)

@@ -1,0 +1,345 @@
+"""The datapath: which format, rounding and overflow every role's cast uses.
+
+A :class:`Datapath` is data. It saves to and loads from a TOML file a person can read, and
+docs/datapath.md describes, stage by stage, where each role's cast happens. The network code
+(``fixprop.nn``) calls ``FixedArithmetic.cast(x, role)``, which looks the role up here.
+
+Roles (``ROLES``):
+
+=============== ==================================================================
+input           network input x, quantized from data
+target          training target y, quantized from data
+weight          weights W (the state: updated weights are cast back into it)
+bias            biases b (the state)
+acc             the dot product W a, cast before the bias is added
+pre             pre-activation z = acc + b
+act             activation a = f(z)
+out_err         output error dL/da of the last layer
+prop_err        error propagated to the previous layer, W^T e
+bias_grad       local error e = dL/dz = delta * f'(z) per sample (the bias gradient)
+weight_grad     weight gradient, sum over the batch of e a_prev^T
+update          learning rate x gradient (or x velocity), subtracted from the state
+momentum        velocity v = mu v + gradient (only when momentum is used)
+=============== ==================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fixprop.errors import ConfigError, FixpropError
+from fixprop.fixed.format import QFormat
+from fixprop.fixed.modes import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, Overflow, Rounding
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROLES: tuple[str, ...] = (
+    "input", "target", "weight", "bias", "acc", "pre", "act",
+    "out_err", "prop_err", "bias_grad", "weight_grad", "update", "momentum",
+)
+
+#: Values allowed for the ReLU derivative at exactly 0.
+RELU_GRAD_AT_ZERO_CHOICES = (0.0, 0.5, 1.0)
+
+FULL = "full"
+
+
+@dataclass(frozen=True)
+class RoleCast:
+    """How a value is cast into one role.
+
+    Args:
+        word: word length in bits, or ``None`` ("full"): as wide as needed, so the cast never
+            overflows (the integer bits of the incoming value, plus one when rounding can carry).
+        frac: fractional bits, or ``None`` ("full"): keep the incoming fraction (no rounding).
+        signed: two's complement when True.
+        rounding, overflow: the cast's modes (overflow is unused when ``word`` is full).
+    """
+
+    word: int | None
+    frac: int | None
+    signed: bool = True
+    rounding: Rounding = DEFAULT_ROUNDING
+    overflow: Overflow = DEFAULT_OVERFLOW
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rounding", Rounding.parse(self.rounding))
+        object.__setattr__(self, "overflow", Overflow.parse(self.overflow))
+        if self.word is not None and self.frac is not None:
+            QFormat(self.word, self.frac, self.signed)  # validates
+        elif self.word is not None and (isinstance(self.word, bool) or not isinstance(self.word, int) or self.word < 1):
+            raise ConfigError(f"word must be an int >= 1 or 'full'; got {self.word!r}")
+        elif self.frac is not None and (isinstance(self.frac, bool) or not isinstance(self.frac, int)):
+            raise ConfigError(f"frac must be an int or 'full'; got {self.frac!r}")
+
+    @classmethod
+    def of(cls, fmt: QFormat | str, rounding: Rounding | str = DEFAULT_ROUNDING,
+           overflow: Overflow | str = DEFAULT_OVERFLOW) -> "RoleCast":
+        """A cast into a fixed format."""
+        fmt = QFormat.parse(fmt)
+        return cls(fmt.word, fmt.frac, fmt.signed, Rounding.parse(rounding), Overflow.parse(overflow))
+
+    @property
+    def fmt(self) -> QFormat | None:
+        """The target format, or None when word or frac is full (it then depends on the input)."""
+        if self.word is None or self.frac is None:
+            return None
+        return QFormat(self.word, self.frac, self.signed)
+
+    def target_format(self, src: QFormat) -> QFormat:
+        """The format a value of format ``src`` is cast into."""
+        frac = src.frac if self.frac is None else self.frac
+        if self.word is not None:
+            return QFormat(self.word, frac, self.signed)
+        # full width: keep every integer bit; one more when dropping bits can round up a carry
+        int_bits = src.int_bits + (1 if frac < src.frac else 0)
+        signed = src.signed
+        return QFormat(max(int_bits + frac, 1), frac, signed)
+
+    def describe(self) -> str:
+        """Short text such as ``s16.8 RND_CONV SAT`` or ``full.12 RND_CONV``."""
+        word = FULL if self.word is None else str(self.word)
+        frac = FULL if self.frac is None else str(self.frac)
+        prefix = "s" if self.signed else "u"
+        text = f"{prefix}{word}.{frac}" if self.word is not None else f"{word}.{frac}"
+        return f"{text} {self.rounding.name}" + ("" if self.word is None else f" {self.overflow.name}")
+
+    def to_toml_table(self) -> dict[str, Any]:
+        table: dict[str, Any] = {}
+        if self.word is not None and self.frac is not None:
+            table["format"] = str(QFormat(self.word, self.frac, self.signed))
+        else:
+            table["word"] = FULL if self.word is None else self.word
+            table["frac"] = FULL if self.frac is None else self.frac
+            if self.word is not None:  # a full-width cast keeps the incoming signedness
+                table["signed"] = self.signed
+        table["rounding"] = self.rounding.name
+        table["overflow"] = self.overflow.name
+        return table
+
+
+@dataclass(frozen=True)
+class FixedConstant:
+    """A constant held in its own fixed-point format (learning rate, momentum coefficient)."""
+
+    value: float
+    fmt: QFormat
+    rounding: Rounding = Rounding.RND_CONV
+
+    @property
+    def raw(self) -> int:
+        """The constant's raw integer (``value`` rounded into ``fmt``, saturated)."""
+        from fixprop.fixed.array import FixedArray
+
+        return int(FixedArray.from_float([self.value], self.fmt, self.rounding, "SAT").raw[0])
+
+    @property
+    def quantized(self) -> float:
+        """The value the hardware uses: ``raw * 2**-frac``."""
+        return math.ldexp(self.raw, -self.fmt.frac)
+
+
+@dataclass(frozen=True)
+class Datapath:
+    """Per-role casts plus the arithmetic settings that are not formats.
+
+    Args:
+        roles: a :class:`RoleCast` for every name in :data:`ROLES` (``momentum`` may be absent
+            when no momentum is used).
+        relu_grad_at_zero: ReLU's derivative at exactly 0: 0, 0.5 (autograd's and the seed's) or 1.
+        lr_shift: learning rate ``2**-lr_shift`` applied as an exact right shift; or
+        lr: a learning-rate constant in its own format (exactly one of the two).
+        momentum: the momentum coefficient as a constant in its own format, or None.
+    """
+
+    roles: dict[str, RoleCast]
+    relu_grad_at_zero: float = 0.5
+    lr_shift: int | None = 7
+    lr: FixedConstant | None = None
+    momentum: FixedConstant | None = None
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        missing = [r for r in ROLES if r not in self.roles and not (r == "momentum" and self.momentum is None)]
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ConfigError(f"unknown datapath role(s) {unknown}; roles are: {', '.join(ROLES)}")
+        if missing:
+            raise ConfigError(f"datapath has no cast for role(s) {missing}; every one of {', '.join(ROLES)} needs one")
+        state_roles = [r for r in ("input", "target", "weight", "bias", "momentum") if r in self.roles]
+        open_ended = [r for r in state_roles if self.roles[r].fmt is None]
+        if open_ended:
+            raise ConfigError(f"role(s) {open_ended} hold data or state and need a fixed word and frac, not 'full'")
+        if self.relu_grad_at_zero not in RELU_GRAD_AT_ZERO_CHOICES:
+            raise ConfigError(f"relu_grad_at_zero must be 0, 0.5 or 1; got {self.relu_grad_at_zero!r}")
+        if (self.lr_shift is None) == (self.lr is None):
+            raise ConfigError("give exactly one learning rate: lr_shift (an int, lr = 2**-shift) or lr (a constant)")
+        if self.lr_shift is not None and (isinstance(self.lr_shift, bool) or not isinstance(self.lr_shift, int)):
+            raise ConfigError(f"lr_shift must be an int; got {self.lr_shift!r}")
+
+    def __getitem__(self, role: str) -> RoleCast:
+        try:
+            return self.roles[role]
+        except KeyError:
+            raise ConfigError(f"unknown datapath role {role!r}; roles are: {', '.join(ROLES)}") from None
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the hardware applies, as a float (``2**-lr_shift`` or the quantized constant)."""
+        return 2.0 ** -self.lr_shift if self.lr_shift is not None else self.lr.quantized
+
+    @property
+    def momentum_coefficient(self) -> float:
+        """The quantized momentum coefficient, 0.0 without momentum."""
+        return 0.0 if self.momentum is None else self.momentum.quantized
+
+    def with_role(self, role: str, cast: RoleCast) -> "Datapath":
+        """A copy with one role's cast replaced."""
+        self[role]
+        return replace(self, roles={**self.roles, role: cast})
+
+    # -- presets ---------------------------------------------------------------------------
+    @classmethod
+    def uniform(cls, word: int, frac: int, rounding: Rounding | str = DEFAULT_ROUNDING,
+                overflow: Overflow | str = DEFAULT_OVERFLOW, *, lr_shift: int = 7) -> "Datapath":
+        """Every role cast into the same signed format ``(word, frac)`` with the same modes."""
+        cast = RoleCast.of(QFormat(word, frac), rounding, overflow)
+        return cls({role: cast for role in ROLES}, lr_shift=lr_shift, name=f"uniform s{word}.{frac}")
+
+    @classmethod
+    def seed(cls, d_bits: int = 16, q_bits: int = 10) -> "Datapath":
+        """The seed notebook's arithmetic: values in units of 2**-q, words of d bits.
+
+        Round half to even everywhere; the dot product W a is rounded to q fraction bits at
+        full width (no saturation), the bias added, then saturated to d bits; the output error
+        2 (a - y) is not saturated; local error, weight gradient and propagated error are
+        rounded and saturated to (d, q).
+        """
+        d = RoleCast.of(QFormat(d_bits, q_bits), Rounding.RND_CONV, Overflow.SAT)
+        full_q = RoleCast(None, q_bits, True, Rounding.RND_CONV, Overflow.SAT)
+        roles = {role: d for role in ROLES}
+        roles.update(acc=full_q, out_err=full_q)
+        return cls(roles, relu_grad_at_zero=0.5, lr_shift=7, name=f"seed({d_bits},{q_bits})")
+
+    # -- TOML ------------------------------------------------------------------------------
+    def to_toml(self) -> str:
+        """The datapath as TOML text (``Datapath.from_toml`` reads it back)."""
+        lines = ["# fixprop datapath: one cast (format, rounding, overflow) per role; docs/datapath.md",
+                 f"relu_grad_at_zero = {self.relu_grad_at_zero}"]
+        if self.lr_shift is not None:
+            lines.append(f"lr_shift = {self.lr_shift}  # learning rate 2**-{self.lr_shift}")
+        for key, const in (("lr", self.lr), ("momentum", self.momentum)):
+            if const is not None:
+                lines += ["", f"[{key}]", f"value = {const.value!r}", f'format = "{const.fmt}"',
+                          f'rounding = "{const.rounding.name}"']
+        for role in ROLES:
+            if role in self.roles:
+                lines += ["", f"[roles.{role}]"]
+                for key, value in self.roles[role].to_toml_table().items():
+                    lines.append(f"{key} = " + (f'"{value}"' if isinstance(value, str) else str(value).lower()
+                                                if isinstance(value, bool) else str(value)))
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write the datapath to a TOML file."""
+        Path(path).write_text(self.to_toml())
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> "Datapath":
+        """Parse TOML text; unknown keys and bad values raise :class:`ConfigError` naming them."""
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{source}: not valid TOML: {error}") from None
+        allowed = {"relu_grad_at_zero", "lr_shift", "lr", "momentum", "roles"}
+        _no_unknown(doc, allowed, source, "top level")
+        roles_doc = doc.get("roles")
+        if not isinstance(roles_doc, dict):
+            raise ConfigError(f"{source}: needs a [roles.<name>] table for each of: {', '.join(ROLES)}")
+        try:
+            roles = {name: _role_from_table(table, f"{source} [roles.{name}]") for name, table in roles_doc.items()}
+            lr = _constant_from_table(doc["lr"], f"{source} [lr]") if "lr" in doc else None
+            momentum = _constant_from_table(doc["momentum"], f"{source} [momentum]") if "momentum" in doc else None
+            return cls(
+                roles,
+                relu_grad_at_zero=doc.get("relu_grad_at_zero", 0.5),
+                lr_shift=doc.get("lr_shift", None if lr is not None else 7),
+                lr=lr,
+                momentum=momentum,
+                name=source,
+            )
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}" if not str(error).startswith(source) else str(error)) from None
+        except FixpropError as error:
+            raise ConfigError(f"{source}: {error}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Datapath":
+        """Read a datapath TOML file."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read datapath file {path}: {error.strerror}") from None
+        return cls.from_toml(text, source=str(path))
+
+    def describe(self) -> str:
+        """A table of role -> cast, one per line."""
+        lines = [f"datapath {self.name}".rstrip()]
+        lines += [f"  {role:<12} {self.roles[role].describe()}" for role in ROLES if role in self.roles]
+        lr = f"2**-{self.lr_shift}" if self.lr_shift is not None else f"{self.lr.quantized!r} ({self.lr.fmt})"
+        lines.append(f"  relu'(0) = {self.relu_grad_at_zero}, learning rate {lr}"
+                     + (f", momentum {self.momentum.quantized!r} ({self.momentum.fmt})" if self.momentum else ""))
+        return "\n".join(lines)
+
+
+def _no_unknown(table: dict, allowed: set[str], source: str, where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _role_from_table(table: Any, source: str) -> RoleCast:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: must be a table with format/rounding/overflow")
+    _no_unknown(table, {"format", "word", "frac", "signed", "rounding", "overflow"}, source, "the role")
+    rounding = Rounding.parse(table.get("rounding", DEFAULT_ROUNDING))
+    overflow = Overflow.parse(table.get("overflow", DEFAULT_OVERFLOW))
+    if "format" in table:
+        if {"word", "frac", "signed"} & set(table):
+            raise ConfigError(f"{source}: give either format = \"s16.8\" or word/frac/signed, not both")
+        return RoleCast.of(QFormat.parse(table["format"]), rounding, overflow)
+    if "word" not in table or "frac" not in table:
+        raise ConfigError(f"{source}: needs format = \"s16.8\" (or word and frac; either may be \"full\")")
+
+    def size(key: str) -> int | None:
+        value = table[key]
+        if value == FULL:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {key} must be an integer or \"full\"; got {value!r}")
+        return value
+
+    signed = table.get("signed", True)
+    if not isinstance(signed, bool):
+        raise ConfigError(f"{source}: signed must be true or false; got {signed!r}")
+    return RoleCast(size("word"), size("frac"), signed, rounding, overflow)
+
+
+def _constant_from_table(table: Any, source: str) -> FixedConstant:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: must be a table with value and format")
+    _no_unknown(table, {"value", "format", "rounding"}, source, "the constant")
+    if "value" not in table or "format" not in table:
+        raise ConfigError(f"{source}: needs value = <number> and format = \"u16.16\"")
+    value = table["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{source}: value must be a finite number; got {value!r}")
+    return FixedConstant(float(value), QFormat.parse(table["format"]), Rounding.parse(table.get("rounding", "RND_CONV")))

@@ -1,0 +1,143 @@
+"""The two arithmetics one network definition runs on.
+
+``FloatArithmetic`` computes in float64 and every cast is the identity; ``FixedArithmetic``
+computes exactly on :class:`~fixprop.FixedArray` and casts into the datapath's role formats.
+The network (``mlp.py``) only calls the methods below, so there is one network and no
+``if quant:`` branch anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fixprop.datapath import Datapath, FixedConstant
+from fixprop.errors import NonFiniteError
+from fixprop.fixed.array import FixedArray, maximum, minimum, where
+from fixprop.fixed.format import QFormat, bits_for
+
+#: Significant bits of the fixed-point constant 1/N that the "mse" loss multiplies by.
+MEAN_SCALE_BITS = 24
+
+
+class FloatArithmetic:
+    """float64 numpy arithmetic; casts are the identity (the float reference of a datapath)."""
+
+    name = "float"
+
+    def __init__(self, relu_grad_at_zero: float = 0.5, learning_rate: float = 2.0**-7, momentum: float = 0.0):
+        self.relu_grad_at_zero = relu_grad_at_zero
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+
+    @classmethod
+    def matching(cls, datapath: Datapath) -> "FloatArithmetic":
+        """Float arithmetic with a datapath's relu'(0), learning rate and momentum (as quantized)."""
+        return cls(datapath.relu_grad_at_zero, datapath.learning_rate, datapath.momentum_coefficient)
+
+    def data(self, x: Any, role: str) -> np.ndarray:
+        """Real-valued data (input, target, initial parameters) as float64."""
+        arr = np.array(x.to_float() if isinstance(x, FixedArray) else x, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise NonFiniteError(f"{role} data contains NaN or infinity")
+        return arr
+
+    def cast(self, x: np.ndarray, role: str) -> np.ndarray:
+        return x
+
+    def dyadic(self, values: np.ndarray, frac: int) -> np.ndarray:
+        """Exact small constants k * 2**-frac (derivative values) in this arithmetic."""
+        return np.asarray(values, dtype=np.float64)
+
+    def pow2(self, x: np.ndarray, n: int) -> np.ndarray:
+        """x * 2**n."""
+        return x * 2.0**n
+
+    def times_lr(self, x: np.ndarray) -> np.ndarray:
+        return x * self.learning_rate
+
+    def times_momentum(self, x: np.ndarray) -> np.ndarray:
+        return x * self.momentum
+
+    def mean_scale(self, n: int) -> float:
+        """The factor 1/n of a mean."""
+        return 1.0 / n
+
+    def zeros_like(self, x: np.ndarray, role: str) -> np.ndarray:
+        return np.zeros_like(x)
+
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def to_float(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+
+class FixedArithmetic:
+    """Exact fixed-point arithmetic; ``cast(x, role)`` is the datapath's cast for that role.
+
+    Args:
+        datapath: the per-role casts and settings.
+        rng: the generator that ``STOCH`` casts draw from (required when any role uses STOCH).
+    """
+
+    name = "fixed"
+
+    def __init__(self, datapath: Datapath, rng: np.random.Generator | None = None):
+        self.datapath = datapath
+        self.rng = rng
+        self.relu_grad_at_zero = datapath.relu_grad_at_zero
+
+    def data(self, x: Any, role: str) -> FixedArray:
+        """Quantize real data (floats) into the role's format, or cast a FixedArray into it."""
+        if isinstance(x, FixedArray):
+            return self.cast(x, role)
+        spec = self.datapath[role]
+        return FixedArray.from_float(np.asarray(x, dtype=np.float64), spec.fmt, spec.rounding, spec.overflow, self.rng)
+
+    def cast(self, x: FixedArray, role: str) -> FixedArray:
+        """Cast ``x`` into ``role``: the datapath's format, rounding and overflow for it."""
+        spec = self.datapath[role]
+        return x.cast(spec.target_format(x.fmt), spec.rounding, spec.overflow, self.rng)
+
+    def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
+        """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""
+        raw = np.ldexp(np.asarray(values, dtype=np.float64), frac).astype(np.int64)
+        return FixedArray(raw, QFormat(frac + 1, frac, signed=False))
+
+    def pow2(self, x: FixedArray, n: int) -> FixedArray:
+        """x * 2**n, exact (only the format changes)."""
+        return x << n
+
+    def times_lr(self, x: FixedArray) -> FixedArray:
+        """learning rate x value, exact: a right shift, or a product with the lr constant."""
+        if self.datapath.lr_shift is not None:
+            return x >> self.datapath.lr_shift
+        return x * _constant(self.datapath.lr)
+
+    def times_momentum(self, x: FixedArray) -> FixedArray:
+        return x * _constant(self.datapath.momentum)
+
+    def mean_scale(self, n: int) -> FixedArray:
+        """1/n rounded (RND_CONV) to MEAN_SCALE_BITS significant bits; exact when n is a power of two."""
+        frac = MEAN_SCALE_BITS + bits_for(n)
+        return FixedArray.from_float(1.0 / n, QFormat(MEAN_SCALE_BITS + 1, frac, signed=False), "RND_CONV", None)
+
+    def zeros_like(self, x: FixedArray, role: str) -> FixedArray:
+        return FixedArray.zeros(x.shape, self.datapath[role].fmt)
+
+    maximum = staticmethod(maximum)
+    minimum = staticmethod(minimum)
+    where = staticmethod(where)
+
+    @staticmethod
+    def to_float(x: FixedArray) -> np.ndarray:
+        return x.to_float()
+
+
+def _constant(const: FixedConstant) -> FixedArray:
+    return FixedArray(np.asarray(const.raw, dtype=object), const.fmt)
+

@@ -1,0 +1,263 @@
+"""The multilayer perceptron, written once for both arithmetics.
+
+Data are (batch, features); weights (out, in) as in PyTorch; biases (out,). Every stage below
+calls the arithmetic ``ar`` (``nn/arithmetic.py``); in fixed point each ``ar.cast(x, role)`` is
+the datapath's cast for that role and everything else is exact. docs/datapath.md states the same
+stages as equations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from fixprop.datapath import Datapath
+from fixprop.errors import ConfigError, ShapeError
+from fixprop.nn.activations import Activation, get_activation
+from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
+from fixprop.nn.init import INIT_NAMES, init_layer
+from fixprop.nn.losses import Loss, get_loss
+
+
+@dataclass
+class LayerParams:
+    """One layer's state: weight (out, in) and bias (out,)."""
+
+    weight: Any
+    bias: Any
+
+
+@dataclass
+class LayerTrace:
+    """What the forward pass of one layer computed (what backprop and test vectors need).
+
+    input: the incoming activation (batch, in); product: exact ``input @ weight.T``;
+    acc: product cast into ``acc``; pre_full: exact ``acc + bias``; pre: cast into ``pre``;
+    act: ``f(pre)`` cast into ``act``.
+    """
+
+    input: Any
+    product: Any
+    acc: Any
+    pre_full: Any
+    pre: Any
+    act: Any
+
+
+@dataclass
+class ForwardTrace:
+    layers: list[LayerTrace]
+
+    @property
+    def output(self) -> Any:
+        return self.layers[-1].act
+
+
+@dataclass
+class LayerGrads:
+    """One layer's backward results.
+
+    error: incoming dL/da of this layer (batch, out); local_error: ``e = cast(error * f'(pre))``
+    (batch, out); weight_grad (out, in) and bias_grad (out,), summed over the batch;
+    prop_err: error passed to the previous layer (batch, in), None for the first layer.
+    """
+
+    error: Any
+    local_error: Any
+    weight_grad: Any
+    bias_grad: Any
+    prop_err: Any = None
+
+
+class MLP:
+    """A fully connected network definition (sizes, activations, loss, init); no arithmetic.
+
+    Args:
+        layer_sizes: e.g. [3, 16, 5]: inputs, hidden widths, outputs.
+        activation: hidden activation (relu, leaky_relu[:k], linear, hard_tanh).
+        output_activation: last layer's activation (defaults to ``activation``, as in the seed).
+        loss: sse, half_sse or mse.
+        init: uniform, uniform_neg, ones, he or glorot.
+        seed: seed of the numpy Generator that draws the initial weights.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activation: str | Activation = "relu",
+        output_activation: str | Activation | None = None,
+        loss: str | Loss = "sse",
+        init: str = "uniform",
+        seed: int = 0,
+    ) -> None:
+        sizes = list(layer_sizes)
+        if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in sizes):
+            raise ConfigError(f"layer_sizes must be >= 2 positive integers, e.g. [3, 16, 5]; got {layer_sizes!r}")
+        if init not in INIT_NAMES:
+            raise ConfigError(f"unknown init {init!r}; allowed: {', '.join(INIT_NAMES)}")
+        self.layer_sizes = [int(n) for n in sizes]
+        self.activation = get_activation(activation)
+        self.output_activation = get_activation(activation if output_activation is None else output_activation)
+        self.loss = get_loss(loss)
+        self.init = init
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (f"MLP({self.layer_sizes}, activation={str(self.activation)!r}, "
+                f"output_activation={str(self.output_activation)!r}, loss={self.loss.name!r}, "
+                f"init={self.init!r}, seed={self.seed})")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_sizes) - 1
+
+    def activation_of(self, layer: int) -> Activation:
+        return self.output_activation if layer == self.n_layers - 1 else self.activation
+
+    # -- parameters ----------------------------------------------------------------------
+    def init_params(self, seed: int | None = None) -> list[LayerParams]:
+        """Initial float64 parameters, drawn layer by layer (weight, then bias)."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        return [LayerParams(*init_layer(self.init, n_out, n_in, rng))
+                for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
+
+    def params_in(self, ar: Any, params: Sequence[LayerParams]) -> list[LayerParams]:
+        """Parameters converted into an arithmetic (quantized into the weight/bias roles in fixed point)."""
+        self._check_params(params)
+        return [LayerParams(ar.data(p.weight, "weight"), ar.data(p.bias, "bias")) for p in params]
+
+    def _check_params(self, params: Sequence[LayerParams]) -> None:
+        if len(params) != self.n_layers:
+            raise ShapeError(f"expected {self.n_layers} layers of parameters, got {len(params)}")
+        for i, (p, n_in, n_out) in enumerate(zip(params, self.layer_sizes[:-1], self.layer_sizes[1:])):
+            if np.shape(p.weight) != (n_out, n_in) or np.shape(p.bias) != (n_out,):
+                raise ShapeError(f"layer {i}: weight must be ({n_out}, {n_in}) and bias ({n_out},); "
+                                 f"got {np.shape(p.weight)} and {np.shape(p.bias)}")
+
+    # -- the three stages ----------------------------------------------------------------
+    def forward(self, ar: Any, params: Sequence[LayerParams], x: Any) -> ForwardTrace:
+        """Forward pass of a batch ``x`` (batch, n_in); keeps every stage for backprop."""
+        a = ar.data(self._batch(x, self.layer_sizes[0], "x"), "input")
+        layers = []
+        for i, p in enumerate(params):
+            product = a @ p.weight.T                      # exact
+            acc = ar.cast(product, "acc")
+            pre_full = acc + p.bias                       # exact (bias aligned)
+            pre = ar.cast(pre_full, "pre")
+            act = ar.cast(self.activation_of(i).forward(ar, pre), "act")
+            layers.append(LayerTrace(a, product, acc, pre_full, pre, act))
+            a = act
+        return ForwardTrace(layers)
+
+    def backward(self, ar: Any, params: Sequence[LayerParams], trace: ForwardTrace, y: Any) -> list[LayerGrads]:
+        """Backprop of the loss against targets ``y`` (batch, n_out); gradients summed over the batch."""
+        y = ar.data(self._batch(y, self.layer_sizes[-1], "y"), "target")
+        if np.shape(y)[0] != np.shape(trace.output)[0]:
+            raise ShapeError(f"y has {np.shape(y)[0]} samples but the forward pass had {np.shape(trace.output)[0]}")
+        error = ar.cast(self.loss.gradient(ar, trace.output, y), "out_err")
+        grads: list[LayerGrads] = []
+        for i in reversed(range(self.n_layers)):
+            layer = trace.layers[i]
+            local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre), "bias_grad")
+            bias_grad = ar.cast(local.sum(axis=0), "bias_grad")
+            weight_grad = ar.cast(local.T @ layer.input, "weight_grad")
+            prop = ar.cast(local @ params[i].weight, "prop_err") if i > 0 else None
+            grads.append(LayerGrads(error, local, weight_grad, bias_grad, prop))
+            error = prop
+        return grads[::-1]
+
+    def sgd_step(
+        self,
+        ar: Any,
+        params: Sequence[LayerParams],
+        grads: Sequence[LayerGrads],
+        velocity: list[LayerParams] | None = None,
+    ) -> tuple[list[LayerParams], list[LayerParams] | None]:
+        """One SGD update: v = cast(mu v + g, momentum) when momentum is used;
+        u = cast(lr * (v or g), update); param = cast(param - u, weight | bias)."""
+        new_params, new_velocity = [], []
+        for i, (p, g) in enumerate(zip(params, grads)):
+            updated, velocities = [], []
+            for value, grad, role, old_v in ((p.weight, g.weight_grad, "weight", velocity and velocity[i].weight),
+                                             (p.bias, g.bias_grad, "bias", velocity and velocity[i].bias)):
+                step = grad
+                if velocity is not None:
+                    step = ar.cast(ar.times_momentum(old_v) + grad, "momentum")
+                    velocities.append(step)
+                update = ar.cast(ar.times_lr(step), "update")
+                updated.append(ar.cast(value - update, role))
+            new_params.append(LayerParams(*updated))
+            if velocity is not None:
+                new_velocity.append(LayerParams(*velocities))
+        return new_params, (new_velocity if velocity is not None else None)
+
+    def zero_velocity(self, ar: Any, params: Sequence[LayerParams]) -> list[LayerParams]:
+        """Momentum state at rest, in the momentum role's format."""
+        return [LayerParams(ar.zeros_like(p.weight, "momentum"), ar.zeros_like(p.bias, "momentum")) for p in params]
+
+    @staticmethod
+    def _batch(x: Any, width: int, name: str) -> Any:
+        shape = np.shape(x)
+        if len(shape) == 1:
+            x = x.reshape(1, -1) if hasattr(x, "reshape") else np.asarray(x).reshape(1, -1)
+            shape = np.shape(x)
+        if len(shape) != 2 or shape[1] != width:
+            raise ShapeError(f"{name} must be (batch, {width}) or ({width},); got shape {shape}")
+        return x
+
+    # -- bound models --------------------------------------------------------------------
+    def float_model(self, datapath: Datapath | None = None, params: Sequence[LayerParams] | None = None) -> "Model":
+        """This network in float64 (with a datapath's relu'(0), learning rate and momentum when given)."""
+        ar = FloatArithmetic.matching(datapath) if datapath is not None else FloatArithmetic()
+        momentum = datapath is not None and datapath.momentum is not None
+        return Model(self, ar, self.init_params() if params is None else params, momentum)
+
+    def fixed_model(self, datapath: Datapath, params: Sequence[LayerParams] | None = None,
+                    rng: np.random.Generator | None = None) -> "Model":
+        """This network in fixed point under ``datapath``; float params are quantized into it."""
+        ar = FixedArithmetic(datapath, rng)
+        return Model(self, ar, self.init_params() if params is None else params, datapath.momentum is not None)
+
+
+@dataclass
+class Model:
+    """A network bound to an arithmetic and its state (parameters, momentum velocity)."""
+
+    net: MLP
+    arithmetic: Any
+    params: list[LayerParams]
+    momentum: bool = False
+    velocity: list[LayerParams] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.params = self.net.params_in(self.arithmetic, self.params)
+        if self.momentum and self.velocity is None:
+            self.velocity = self.net.zero_velocity(self.arithmetic, self.params)
+
+    def forward(self, x: Any) -> ForwardTrace:
+        return self.net.forward(self.arithmetic, self.params, x)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Network outputs as float64 (batch, n_out)."""
+        return self.arithmetic.to_float(self.forward(x).output)
+
+    def gradients(self, x: Any, y: Any) -> list[LayerGrads]:
+        """Forward and backward on one batch; returns per-layer gradients (not applied)."""
+        return self.net.backward(self.arithmetic, self.params, self.forward(x), y)
+
+    def train_step(self, x: Any, y: Any) -> float:
+        """One SGD step on a batch; returns the loss before the step (float)."""
+        trace = self.forward(x)
+        grads = self.net.backward(self.arithmetic, self.params, trace, y)
+        self.params, self.velocity = self.net.sgd_step(self.arithmetic, self.params, grads, self.velocity)
+        target = self.arithmetic.to_float(self.arithmetic.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target"))
+        return self.net.loss.value(self.arithmetic.to_float(trace.output), target)
+
+    def weights(self) -> list[np.ndarray]:
+        """Weights as float64 arrays (out, in)."""
+        return [self.arithmetic.to_float(p.weight) for p in self.params]
+
+    def biases(self) -> list[np.ndarray]:
+        return [self.arithmetic.to_float(p.bias) for p in self.params]
