@@ -10,8 +10,11 @@ from typing import Callable
 import numpy as np
 
 import fixprop
-from fixprop.errors import FixpropError
-from fixprop.fixed import FixedArray, Overflow, QFormat, Rounding
+from fixprop.datapath import Datapath
+from fixprop.errors import ConfigError, FixpropError
+from fixprop.fixed import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, FixedArray, Overflow, QFormat, Rounding
+from fixprop.verify.experiment import Experiment, format_report, run, to_json
+from fixprop.verify.references import BACKENDS, available
 
 DETERMINISTIC_ROUNDINGS = [r for r in Rounding if r is not Rounding.STOCH]
 
@@ -42,6 +45,69 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shape(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace("[", "").replace("]", "").split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--shape must be comma-separated layer sizes such as 3,7,7,5; got {text!r}") from None
+
+
+def datapath_from_args(args: argparse.Namespace) -> Datapath:
+    """The datapath named by --datapath, or built from --preset/--word/--frac/--rounding/--overflow."""
+    if args.datapath:
+        chosen = [f"--{n}" for n in ("word", "frac", "rounding", "overflow") if getattr(args, n) is not None]
+        if chosen:
+            raise ConfigError(f"--datapath gives every role's format and modes; drop {', '.join(chosen)}")
+        return Datapath.load(args.datapath)
+    word = 24 if args.word is None else args.word
+    frac = 12 if args.frac is None else args.frac
+    if args.preset == "seed":
+        dp = Datapath.seed(word, frac)
+        return dp.with_modes(args.rounding, args.overflow)
+    return Datapath.uniform(word, frac, args.rounding or DEFAULT_ROUNDING, args.overflow or DEFAULT_OVERFLOW)
+
+
+def add_datapath_options(parser: argparse.ArgumentParser) -> None:
+    """The network and datapath options shared by verify (and later export, train)."""
+    parser.add_argument("--shape", default="3,7,7,5", help="layer sizes, comma-separated (default 3,7,7,5)")
+    parser.add_argument("--preset", choices=["seed", "uniform"], default="seed",
+                        help="datapath built from --word/--frac: 'seed' = the seed notebook's arithmetic "
+                             "(default), 'uniform' = every role the same format")
+    parser.add_argument("--word", type=int, help="word length of the preset (default 24)")
+    parser.add_argument("--frac", type=int, help="fraction bits of the preset (default 12)")
+    parser.add_argument("--rounding", help="rounding mode of every role (default: the preset's, RND_CONV)")
+    parser.add_argument("--overflow", help="overflow mode of every role (default: the preset's, SAT)")
+    parser.add_argument("--datapath", metavar="FILE.toml", help="read the datapath from a TOML file instead")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and data (default 0)")
+    parser.add_argument("--batch", type=int, default=1, help="samples per gradient (default 1)")
+    parser.add_argument("--init", default="uniform", help="uniform (default), uniform_neg, ones, he, glorot")
+    parser.add_argument("--activation", default="relu", help="relu (default), leaky_relu[:k], linear, hard_tanh")
+    parser.add_argument("--output-activation", help="last layer's activation (default: --activation)")
+    parser.add_argument("--loss", default="sse", help="sse (default), half_sse, mse")
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Gradients of one network in float and fixed point against autodiff references."""
+    if args.reference == "all":
+        names = [name for name in BACKENDS if available(name)]
+        skipped = [name for name in BACKENDS if name not in names]
+        if skipped:
+            print(f"fixprop verify: skipping {', '.join(skipped)} (not installed)", file=sys.stderr)
+    else:
+        names = [args.reference]
+    experiment = Experiment(
+        shape=_parse_shape(args.shape), datapath=datapath_from_args(args), references=names, batch=args.batch,
+        seed=args.seed, init=args.init, activation=args.activation, output_activation=args.output_activation,
+        loss=args.loss, timing_repeats=args.repeats,
+    )
+    result = run(experiment)
+    if args.json:
+        print(json.dumps(to_json(result), indent=1))
+    else:
+        print(format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fixprop",
@@ -49,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fixprop {fixprop.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    verify = commands.add_parser(
+        "verify", help="gradients in float and fixed point vs autograd/JAX/PyTorch (the main job)",
+        description="Compute one network's gradients in float64 and in a fixed-point datapath and compare "
+                    "them with autodiff references. With no options: the seed notebook's experiment, "
+                    "[3,7,7,5], uniform init, relu, sse, seed 0, Datapath.seed(24, 12), against autograd.",
+    )
+    add_datapath_options(verify)
+    verify.add_argument("--reference", default="autograd", choices=[*BACKENDS, "all"],
+                        help="autodiff reference (default autograd; all = every installed one)")
+    verify.add_argument("--repeats", type=int, default=20, help="timed repetitions per gradient (default 20)")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(run=_cmd_verify)
 
     quantize = commands.add_parser(
         "quantize", help="round numbers into a fixed-point format (every rounding mode side by side)",

@@ -98,9 +98,9 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
             raise ConfigError("call infer(x, params) before error(truth)")
         return anp.sum((self._activation[-1] - truth) ** 2)
 
-    def grad(self, truth: Any, debug: bool = False) -> list[list[np.ndarray]]:
+    def grad(self, truth: Any, debug: bool = False) -> None:
         """Backprop of the last inference against ``truth`` (n_out, 1); sets ``_weight_dif``,
-        ``_bias_dif`` and ``params_grad`` (= [weight grads, bias grads]) and returns params_grad."""
+        ``_bias_dif`` and ``params_grad`` (= [weight grads, bias grads]); ``debug`` prints them."""
         if self._last_params is None:
             raise ConfigError("call infer(x, params) before grad(truth)")
         net = self._net()
@@ -125,7 +125,6 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
             for i, g in enumerate(grads):
                 print(f"layer {i}: incoming error {convert(g.error).ravel()}\nweight grad\n{self._weight_dif[i]}\n"
                       f"bias grad {self._bias_dif[i].ravel()}")
-        return self.params_grad
 
     # -- helpers ----------------------------------------------------------------------------
     def _require_shape(self) -> None:

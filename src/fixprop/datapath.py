@@ -205,6 +205,17 @@ class Datapath:
         self[role]
         return replace(self, roles={**self.roles, role: cast})
 
+    def with_modes(self, rounding: Rounding | str | None = None, overflow: Overflow | str | None = None) -> "Datapath":
+        """A copy whose every role uses ``rounding`` and/or ``overflow`` (None keeps each role's own)."""
+        roles = {
+            role: replace(cast,
+                          rounding=cast.rounding if rounding is None else Rounding.parse(rounding),
+                          overflow=cast.overflow if overflow is None else Overflow.parse(overflow))
+            for role, cast in self.roles.items()
+        }
+        suffix = " ".join(str(m) for m in (rounding, overflow) if m is not None)
+        return replace(self, roles=roles, name=f"{self.name} {suffix}".strip())
+
     # -- presets ---------------------------------------------------------------------------
     @classmethod
     def uniform(cls, word: int, frac: int, rounding: Rounding | str = DEFAULT_ROUNDING,

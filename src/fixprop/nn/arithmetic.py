@@ -122,9 +122,11 @@ class FixedArithmetic:
         return x * _constant(self.datapath.momentum)
 
     def mean_scale(self, n: int) -> FixedArray:
-        """1/n rounded (RND_CONV) to MEAN_SCALE_BITS significant bits; exact when n is a power of two."""
+        """1/n as the constant round(2**f / n) * 2**-f with f = MEAN_SCALE_BITS + ceil(log2 n): about
+        24 significant bits, exact when n is a power of two (2**f / n is never a tie otherwise)."""
         frac = MEAN_SCALE_BITS + bits_for(n)
-        return FixedArray.from_float(1.0 / n, QFormat(MEAN_SCALE_BITS + 1, frac, signed=False), "RND_CONV", None)
+        raw = ((1 << (frac + 1)) + n) // (2 * n)  # floor(2**f / n + 1/2), in integers
+        return FixedArray(np.asarray(raw, dtype=object), QFormat(MEAN_SCALE_BITS + 1, frac, signed=False))
 
     def zeros_like(self, x: FixedArray, role: str) -> FixedArray:
         return FixedArray.zeros(x.shape, self.datapath[role].fmt)

@@ -1,0 +1,108 @@
+"""The float path equals autodiff (autograd, and JAX / PyTorch when installed) to 1e-12."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fixprop.nn import MLP, FloatArithmetic
+from fixprop.verify.references import available, reference_gradients
+
+ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh"]
+LOSSES = ["sse", "half_sse", "mse"]
+RTOL = 1e-12
+
+
+def pin_to_kinks(params, x, activation):
+    """Put pre-activations exactly on the activation's kinks (0, or +-1 for hard_tanh) for sample 0."""
+    targets = {"hard_tanh": [1.0, -1.0, 0.0]}.get(activation, [0.0])
+    for j, target in enumerate(targets[: len(params[0].bias)]):
+        params[0].bias[j] = target - float(params[0].weight[j] @ x[0])
+        # recompute in the network's own order so z is exactly the kink in float64
+        z = x[0] @ params[0].weight[j] + params[0].bias[j]
+        params[0].bias[j] += target - z
+
+
+def float_and_reference(net, params, x, y, c, backend):
+    ar = FloatArithmetic(relu_grad_at_zero=c)
+    p = net.params_in(ar, params)
+    trace = net.forward(ar, p, x)
+    grads = net.backward(ar, p, trace, y)
+    return trace, grads, reference_gradients(backend, net, params, x, y, c)
+
+
+def assert_close(grads, ref):
+    for g, (rw, rb) in zip(grads, ref):
+        for got, want in ((g.weight_grad, rw), (g.bias_grad, rb)):
+            scale = max(float(np.max(np.abs(want))), 1e-300)
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale)
+
+
+@settings(max_examples=60)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=2, max_size=4),
+    activation=st.sampled_from(ACTIVATIONS),
+    output_activation=st.sampled_from(ACTIVATIONS),
+    loss=st.sampled_from(LOSSES),
+    batch=st.integers(1, 5),
+    relu_at_zero=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 10_000),
+)
+def test_float_gradients_equal_autograd(sizes, activation, output_activation, loss, batch, relu_at_zero, seed):
+    net = MLP(sizes, activation, output_activation, loss, init="uniform_neg", seed=seed)
+    params = net.init_params()
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (batch, sizes[0]))
+    y = rng.uniform(-1, 1, (batch, sizes[-1]))
+    pin_to_kinks(params, x, net.activation_of(0).name)
+    trace, grads, ref = float_and_reference(net, params, x, y, relu_at_zero, "autograd")
+    assert_close(grads, ref)
+
+
+@pytest.mark.parametrize("relu_at_zero", [0.0, 0.5, 1.0])
+def test_relu_derivative_at_zero_is_the_configured_one(relu_at_zero):
+    net = MLP([2, 1], activation="relu", loss="half_sse")
+    params = net.init_params()
+    params[0].weight[:] = [[1.0, -1.0]]
+    params[0].bias[:] = [0.0]
+    x = np.array([[0.5, 0.5]])  # z = 0 exactly
+    trace, grads, ref = float_and_reference(net, params, x, np.array([[-2.0]]), relu_at_zero, "autograd")
+    assert trace.layers[0].pre[0, 0] == 0.0
+    # dL/db = (a - y) * relu'(0) = (0 - (-2)) * c
+    assert grads[0].bias_grad[0] == 2.0 * relu_at_zero == ref[0][1][0]
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_float_gradients_equal_jax_and_torch(backend, activation, loss):
+    if not available(backend):
+        pytest.skip(f"{backend} not installed (CI installs it)")
+    for seed, (sizes, batch, c) in enumerate([([3, 7, 7, 5], 1, 0.5), ([4, 6, 2], 8, 0.0), ([2, 3, 3], 3, 1.0)]):
+        net = MLP(sizes, activation, activation, loss, init="uniform_neg", seed=seed)
+        params = net.init_params()
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(-1, 1, (batch, sizes[0]))
+        y = rng.uniform(-1, 1, (batch, sizes[-1]))
+        pin_to_kinks(params, x, activation)
+        _, grads, ref = float_and_reference(net, params, x, y, c, backend)
+        assert_close(grads, ref)
+
+
+def test_float_sgd_step_matches_the_update_rule():
+    """param - lr * (mu * v + g), checked against numpy on autograd's gradient."""
+    from fixprop import Datapath, FixedConstant, QFormat
+
+    dp = Datapath(Datapath.uniform(16, 8).roles, lr_shift=3, momentum=FixedConstant(0.5, QFormat(4, 3, False)))
+    net = MLP([3, 4, 2], loss="half_sse", init="uniform_neg")
+    model = net.float_model(dp)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((4, 3)), rng.random((4, 2))
+    before = [(p.weight.copy(), p.bias.copy()) for p in model.params]
+    ref = reference_gradients("autograd", net, model.params, x, y, 0.5)
+    model.train_step(x, y)
+    for (w, b), (gw, gb), p in zip(before, ref, model.params):
+        np.testing.assert_allclose(p.weight, w - 0.125 * gw, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(p.bias, b - 0.125 * gb, rtol=1e-12, atol=1e-15)
