@@ -56,3 +56,14 @@ def test_readme_example_prints_what_it_says(capsys):
     printed = capsys.readouterr().out.split()
     promised = code.group(1).strip().splitlines()[-1].split("# ")[1].split()
     assert printed == promised
+
+
+def test_readme_network_example_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"## A network in float and in your datapath\s+```python\n(.*?)```", readme, re.S)
+    assert code is not None, "README lost its network example"
+    scope: dict = {}
+    exec(compile(code.group(1), "README.md", "exec"), scope)
+    grads = scope["grads"]
+    assert [g.weight_grad.shape for g in grads] == [(16, 3), (5, 16)]
+    assert grads[0].weight_grad.fmt == scope["dp"]["weight_grad"].fmt

@@ -249,11 +249,12 @@ class Model:
 
     def train_step(self, x: Any, y: Any) -> float:
         """One SGD step on a batch; returns the loss before the step (float)."""
+        ar = self.arithmetic
+        target = ar.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target")  # quantized once
         trace = self.forward(x)
-        grads = self.net.backward(self.arithmetic, self.params, trace, y)
-        self.params, self.velocity = self.net.sgd_step(self.arithmetic, self.params, grads, self.velocity)
-        target = self.arithmetic.to_float(self.arithmetic.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target"))
-        return self.net.loss.value(self.arithmetic.to_float(trace.output), target)
+        grads = self.net.backward(ar, self.params, trace, target)
+        self.params, self.velocity = self.net.sgd_step(ar, self.params, grads, self.velocity)
+        return self.net.loss.value(ar.to_float(trace.output), ar.to_float(target))
 
     def weights(self) -> list[np.ndarray]:
         """Weights as float64 arrays (out, in)."""
