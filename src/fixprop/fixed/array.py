@@ -97,7 +97,7 @@ class FixedArray:
         if overflow is not None:
             overflow = Overflow.parse(overflow)
         stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
-        if overflow is None and out_of_range.any():
+        if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
         self._raw = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
         self._fmt = fmt
@@ -128,7 +128,7 @@ class FixedArray:
         """
         fmt = as_format(fmt)
         raw, out_of_range = q.quantize_float(x, fmt, rounding, overflow, rng)
-        if overflow is None and out_of_range.any():
+        if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(raw, out_of_range, fmt, "FixedArray.from_float")
         return cls._trusted(raw, fmt)
 
@@ -153,7 +153,7 @@ class FixedArray:
         """
         fmt = as_format(fmt)
         raw, out_of_range = q.requantize(self._raw, self._fmt, fmt, rounding, overflow, rng)
-        if overflow is None and out_of_range.any():
+        if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(raw, out_of_range, fmt, f"cast {self._fmt} -> {fmt}")
         return FixedArray._trusted(raw, fmt)
 

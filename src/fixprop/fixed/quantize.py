@@ -114,33 +114,80 @@ def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random
     return floor + np.asarray(up, dtype=bool)
 
 
+#: Largest |raw| for which :func:`round_shift_right_int64` may add its bias (< 2**62 with room).
+FAST_ROUNDING_MAX_BITS = 61
+
+
+def round_shift_right_int64(raw: np.ndarray, shift: int, rounding: Rounding) -> np.ndarray:
+    """:func:`round_shift_right` for int64 arrays with |raw| < 2**61 and 1 <= shift <= 61, in
+    two to five numpy operations: every deterministic mode is ``(raw + bias) >> shift``.
+
+    With ``half = 2**(shift-1)`` and ``neg = raw >> 63`` (-1 for negative raw, else 0):
+    TRN 0; TRN_INF 2**shift - 1; TRN_ZERO (2**shift - 1) & neg; RND half; RND_MIN_INF half - 1;
+    RND_INF half + neg; RND_ZERO half - 1 - neg; RND_CONV half - 1 + ((raw >> shift) & 1).
+    The bias adds at most 2**shift, so the sum stays below 2**62.
+    """
+    half = 1 << (shift - 1)
+    if rounding is Rounding.TRN:
+        return raw >> shift
+    if rounding is Rounding.TRN_INF:
+        bias = (1 << shift) - 1
+    elif rounding is Rounding.RND:
+        bias = half
+    elif rounding is Rounding.RND_MIN_INF:
+        bias = half - 1
+    elif rounding is Rounding.RND_CONV:
+        bias = ((raw >> shift) & 1) + (half - 1)
+    elif rounding is Rounding.RND_INF:
+        bias = (raw >> 63) + half
+    elif rounding is Rounding.RND_ZERO:
+        bias = (half - 1) - (raw >> 63)
+    elif rounding is Rounding.TRN_ZERO:
+        bias = (raw >> 63) & ((1 << shift) - 1)
+    else:
+        raise ModeError(f"round_shift_right_int64 handles deterministic modes only, not {rounding}")
+    return (raw + bias) >> shift
+
+
 # -- overflow ------------------------------------------------------------------------------
-def apply_overflow(raw: np.ndarray, fmt: QFormat, overflow: Overflow | None) -> tuple[np.ndarray, np.ndarray]:
+def _bounds(fmt: QFormat, overflow: Overflow | None) -> tuple[int, int]:
+    """The raw range a value must end in: ``[-max, max]`` for signed SAT_SYM, else the format's."""
+    lo, hi = fmt.raw_min, fmt.raw_max
+    if overflow is Overflow.SAT_SYM and fmt.signed:
+        lo = -hi
+    return lo, hi
+
+
+def apply_overflow(
+    raw: np.ndarray, fmt: QFormat, overflow: Overflow | None, want_mask: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Bring integers into ``fmt``'s raw range by ``overflow``.
 
     Returns ``(raw_in_range, out_of_range_mask)``. ``SAT_SYM`` treats the signed minimum
     ``-2**(word-1)`` as out of range too (its range is ``[-max, max]``). ``overflow=None``
-    leaves values as they are; the caller then raises if the mask has any True.
+    leaves values as they are and always returns the mask (the caller raises if any is True);
+    otherwise the mask is computed only when ``want_mask`` (else it is None).
     The result is stored as ``fmt`` requires (int64 or Python ints).
     """
     overflow = None if overflow is None else Overflow.parse(overflow)
-    lo, hi = fmt.raw_min, fmt.raw_max
-    if overflow is Overflow.SAT_SYM and fmt.signed:
-        lo = -hi
+    lo, hi = _bounds(fmt, overflow)
     if raw.dtype == np.int64:  # clamp the bounds to what int64 can compare against
         lo, hi = max(lo, INT64_MIN), min(hi, INT64_MAX)
-    out_of_range = np.asarray((raw < lo) | (raw > hi), dtype=bool)
-    if not out_of_range.any():
-        return to_storage(raw, fmt), out_of_range
-    if overflow is None:
-        return raw, out_of_range
+    if overflow is None or want_mask or overflow in (Overflow.SAT_ZERO, Overflow.WRAP):
+        mask = np.asarray((raw < lo) | (raw > hi), dtype=bool)
+        if not mask.any():
+            return to_storage(raw, fmt), mask
+        if overflow is None:
+            return raw, mask
+    else:
+        mask = None
     if overflow in (Overflow.SAT, Overflow.SAT_SYM):
-        result = np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
+        result = np.clip(raw, lo, hi) if raw.dtype == np.int64 else np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
     elif overflow is Overflow.SAT_ZERO:
-        result = np.where(out_of_range, 0, raw)
+        result = np.where(mask, 0, raw)
     else:
         result = _wrap(raw, fmt)
-    return to_storage(np.asarray(result), fmt), out_of_range
+    return to_storage(np.asarray(result), fmt), mask
 
 
 def _wrap(raw: np.ndarray, fmt: QFormat) -> np.ndarray:
@@ -165,23 +212,34 @@ def requantize(
     rounding: Rounding | str,
     overflow: Overflow | str | None,
     rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    want_mask: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Cast raw integers of format ``src`` into format ``dst``: round, then overflow.
 
-    Returns ``(raw_dst, out_of_range_mask)``. With ``overflow=None`` the caller must check
-    the mask (values are then unchanged beyond rounding).
+    Returns ``(raw_dst, out_of_range_mask)``; the mask is None when no value can be out of
+    range (decided from the formats) or when it was not asked for (see :func:`apply_overflow`).
+    With ``overflow=None`` the caller must check the mask (values are then unchanged beyond
+    rounding).
     """
     rounding = Rounding.parse(rounding)
+    overflow = None if overflow is None else Overflow.parse(overflow)
     shift = src.frac - dst.frac
     if shift > 0:  # drop fractional bits
-        if shift > MAX_INT64_SHIFT:
-            raw = to_object(raw)
-        value = round_shift_right(raw, shift, rounding, rng)
+        if (raw.dtype == np.int64 and src.word <= FAST_ROUNDING_MAX_BITS and shift <= FAST_ROUNDING_MAX_BITS
+                and rounding is not Rounding.STOCH):
+            value = round_shift_right_int64(raw, shift, rounding)
+        else:
+            value = round_shift_right(to_object(raw) if shift > MAX_INT64_SHIFT else raw, shift, rounding, rng)
+        reach = (src.raw_min >> shift, -((-src.raw_max) >> shift))  # floor and ceiling of the range
     elif shift < 0:  # gain fractional bits: exact, but the value grows by -shift bits
         value = storage_for_bits(raw, src.word + (-shift) - (1 if src.signed else 0)) << (-shift)
+        reach = (src.raw_min << -shift, src.raw_max << -shift)
     else:
-        value = raw
-    return apply_overflow(value, dst, overflow)
+        value, reach = raw, (src.raw_min, src.raw_max)
+    lo, hi = _bounds(dst, overflow)
+    if lo <= reach[0] and reach[1] <= hi:  # no value can leave the range: nothing to check
+        return to_storage(value, dst), None
+    return apply_overflow(value, dst, overflow, want_mask)
 
 
 def float_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +289,13 @@ def quantize_float(
         )
     arr = arr.astype(np.float64, copy=False)
     _check_finite(arr)
+    if rounding is not Rounding.STOCH and dst.frac >= 0 and arr.size:
+        # Scaling by 2**frac (frac >= 0) is exact in float64; below 2**51 every mode is then an
+        # exact float operation (x +- 0.5 is exact there), so the decision is on the exact value.
+        with np.errstate(over="ignore"):  # an overflow to inf fails the test below: exact path
+            scaled = np.ldexp(arr, dst.frac)
+        if float(np.max(np.abs(scaled))) < FLOAT_ROUNDING_LIMIT:
+            return apply_overflow(_round_float(scaled, rounding).astype(np.int64), dst, overflow)
     m, e = float_parts(arr)
     lift = e + dst.frac  # raw value = m * 2**lift exactly
     left = np.maximum(lift, 0)
@@ -247,6 +312,32 @@ def quantize_float(
         m, left, right = to_object(m), to_object(left), to_object(right)
     value = round_shift_right(m << left, right, rounding, rng)
     return apply_overflow(value, dst, overflow)
+
+
+#: |x * 2**frac| below this is rounded in float64 arithmetic (x +- 0.5 is exact there).
+FLOAT_ROUNDING_LIMIT = 2.0**51
+
+
+def _round_float(v: np.ndarray, rounding: Rounding) -> np.ndarray:
+    """Round float64 values |v| < 2**51 to integral float64 values by a deterministic mode."""
+    if rounding is Rounding.TRN:
+        return np.floor(v)
+    if rounding is Rounding.TRN_INF:
+        return np.ceil(v)
+    if rounding is Rounding.TRN_ZERO:
+        return np.trunc(v)
+    if rounding is Rounding.RND_CONV:
+        return np.rint(v)  # IEEE round half to even
+    if rounding is Rounding.RND:
+        return np.floor(v + 0.5)
+    if rounding is Rounding.RND_MIN_INF:
+        return np.ceil(v - 0.5)
+    up, down = np.floor(v + 0.5), np.ceil(v - 0.5)  # ties up / ties down
+    if rounding is Rounding.RND_INF:
+        return np.where(v >= 0, up, down)
+    if rounding is Rounding.RND_ZERO:
+        return np.where(v >= 0, down, up)
+    raise ModeError(f"_round_float handles deterministic modes only, not {rounding}")
 
 
 def as_exact_array(x) -> np.ndarray:
