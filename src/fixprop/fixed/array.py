@@ -15,6 +15,7 @@ import numpy as np
 
 from fixprop.errors import RangeError, RawTypeError, ShapeError
 from fixprop.fixed import quantize as q
+from fixprop.fixed.blas import exact_matmul
 from fixprop.fixed.format import (
     QFormat,
     add_format,
@@ -27,10 +28,6 @@ from fixprop.fixed.format import (
     union_format,
 )
 from fixprop.fixed.modes import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, Overflow, Rounding
-
-#: A float64 matmul of integers is exact when every partial sum is below 2**53 in magnitude.
-FLOAT64_EXACT_BITS = 53
-
 
 def _int_array(raw: Any) -> np.ndarray:
     """Validate raw integers; return them as int64 or as an object array of Python ints."""
@@ -361,8 +358,8 @@ def _broadcast_shape(a: FixedArray, b: FixedArray, symbol: str) -> tuple[int, ..
 def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
     """Exact matrix product (numpy ``@`` shape rules); word = wa + wb + ceil(log2 K), frac = fa + fb.
 
-    The product is computed in float64 BLAS when the result format guarantees every partial
-    sum is below 2**53 (exact), in int64 when it fits 64 bits, and in Python ints beyond.
+    Computed on float64 BLAS in exact blocks, splitting operands into limbs where a single
+    product could reach 2**53 (``fixed/matmul.py``); the result is the exact integer product.
     """
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"@ needs arrays of at least one dimension; got shapes {a.shape} and {b.shape}")
@@ -374,13 +371,7 @@ def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
             f"b's {'second-to-last' if b.ndim >= 2 else 'only'} axis {k_b})"
         )
     fmt = matmul_format(a.fmt, b.fmt, k)
-    if fmt.word <= FLOAT64_EXACT_BITS:
-        product = np.matmul(a.raw.astype(np.float64), b.raw.astype(np.float64)).astype(np.int64)
-    elif fmt.fits_int64:
-        product = np.matmul(a.raw, b.raw)
-    else:
-        product = np.matmul(q.to_object(a.raw), q.to_object(b.raw))
-    return FixedArray._trusted(np.asarray(product), fmt)
+    return FixedArray._trusted(exact_matmul(a.raw, b.raw), fmt)
 
 
 def maximum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
