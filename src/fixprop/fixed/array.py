@@ -15,7 +15,7 @@ import numpy as np
 
 from fixprop.errors import RangeError, RawTypeError, ShapeError
 from fixprop.fixed import quantize as q
-from fixprop.fixed.blas import exact_matmul
+from fixprop.fixed.blas import exact_matmul, max_abs
 from fixprop.fixed.format import (
     QFormat,
     add_format,
@@ -84,7 +84,7 @@ class FixedArray:
             format; an :class:`Overflow` mode brings them into range instead.
     """
 
-    __slots__ = ("_raw", "_fmt")
+    __slots__ = ("_raw", "_fmt", "_float_cache", "_max_abs_cache")
     __array_ufunc__ = None  # numpy operators defer to FixedArray: no silent float conversion
     __hash__ = None  # elementwise == makes FixedArray unhashable, like numpy arrays
 
@@ -98,6 +98,7 @@ class FixedArray:
             raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
         self._raw = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
         self._fmt = fmt
+        self._float_cache = self._max_abs_cache = None
 
     @classmethod
     def _trusted(cls, raw: np.ndarray, fmt: QFormat) -> "FixedArray":
@@ -105,7 +106,30 @@ class FixedArray:
         out = object.__new__(cls)
         out._raw = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
+        out._float_cache = out._max_abs_cache = None
         return out
+
+    def _view(self, raw: np.ndarray, float_view: np.ndarray | None, same_elements: bool) -> "FixedArray":
+        """A FixedArray over a view of raw, carrying the caches that stay valid."""
+        out = FixedArray._trusted(raw, self._fmt)
+        out._float_cache = float_view
+        if same_elements:
+            out._max_abs_cache = self._max_abs_cache
+        return out
+
+    def _float64(self) -> np.ndarray | None:
+        """raw as float64 (cached; exact) when every value of the format is below 2**53, else None."""
+        if self._float_cache is None and self._fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:
+            cached = self._raw.astype(np.float64)
+            cached.flags.writeable = False
+            self._float_cache = cached
+        return self._float_cache
+
+    def _max_abs(self) -> int:
+        """max |raw| as a Python int (cached)."""
+        if self._max_abs_cache is None:
+            self._max_abs_cache = max_abs(self._raw)
+        return self._max_abs_cache
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -190,20 +214,24 @@ class FixedArray:
             yield self[i]
 
     def __getitem__(self, key: Any) -> "FixedArray":
-        return FixedArray._trusted(self._raw[key], self._fmt)
+        f = self._float_cache
+        return self._view(self._raw[key], None if f is None else f[key], same_elements=False)
 
     @property
     def T(self) -> "FixedArray":
-        return FixedArray._trusted(self._raw.T, self._fmt)
+        f = self._float_cache
+        return self._view(self._raw.T, None if f is None else f.T, same_elements=True)
 
     def transpose(self, *axes: int) -> "FixedArray":
-        return FixedArray._trusted(self._raw.transpose(*axes), self._fmt)
+        f = self._float_cache
+        return self._view(self._raw.transpose(*axes), None if f is None else f.transpose(*axes), same_elements=True)
 
     def reshape(self, *shape: Any) -> "FixedArray":
-        return FixedArray._trusted(self._raw.reshape(*shape), self._fmt)
+        f = self._float_cache
+        return self._view(self._raw.reshape(*shape), None if f is None else f.reshape(*shape), same_elements=True)
 
     def ravel(self) -> "FixedArray":
-        return FixedArray._trusted(self._raw.ravel(), self._fmt)
+        return self.reshape(-1)
 
     def to_float(self) -> np.ndarray:
         """Values as float64 (each rounded to the nearest float64; for display and comparison)."""
@@ -371,7 +399,10 @@ def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
             f"b's {'second-to-last' if b.ndim >= 2 else 'only'} axis {k_b})"
         )
     fmt = matmul_format(a.fmt, b.fmt, k)
-    return FixedArray._trusted(exact_matmul(a.raw, b.raw), fmt)
+    if fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:  # the formats alone prove one float64 product exact
+        return FixedArray._trusted(np.matmul(a._float64(), b._float64()).astype(np.int64), fmt)
+    product = exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a._float64(), b._float64())
+    return FixedArray._trusted(product, fmt)
 
 
 def maximum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:

@@ -29,14 +29,17 @@ def max_abs(raw: np.ndarray) -> int:
     return max(int(raw.max()), -int(raw.min()))
 
 
-def exact_matmul(a: np.ndarray, b: np.ndarray, a_float: np.ndarray | None = None,
-                 b_float: np.ndarray | None = None) -> np.ndarray:
+def exact_matmul(a: np.ndarray, b: np.ndarray, a_max: int | None = None, b_max: int | None = None,
+                 a_float: np.ndarray | None = None, b_float: np.ndarray | None = None) -> np.ndarray:
     """Exact ``a @ b`` of integer arrays (int64 or object), numpy matmul shape rules.
 
-    ``a_float``/``b_float`` are optional float64 copies of the operands (reused when given).
-    Returns int64 when the result's bound is below 2**62, else an object array of Python ints.
+    ``a_max``/``b_max`` (max |a|, max |b|) and ``a_float``/``b_float`` (float64 copies of the
+    operands, exact) are computed when not given. Returns int64 when the result's bound is below
+    2**62, else an object array of Python ints.
     """
-    return _matmul(a, b, max_abs(a), max_abs(b), a_float, b_float)
+    a_max = max_abs(a) if a_max is None else a_max
+    b_max = max_abs(b) if b_max is None else b_max
+    return _matmul(a, b, a_max, b_max, a_float, b_float)
 
 
 def _k_slice(x: np.ndarray, start: int, stop: int, is_left: bool) -> np.ndarray:

@@ -1,0 +1,323 @@
+"""``fixprop bench``: fixprop against float64 numpy, APyTypes and autodiff, measured side by side.
+
+Every case of a section is timed in the same process, interleaved round by round (so a slow
+moment of the machine hits all of them), after warm-up calls; the figure is the median.
+Ratios are formed from medians of one run. docs/performance.md explains each case.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from fixprop.datapath import Datapath
+from fixprop.fixed.array import FixedArray
+from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
+from fixprop.nn.mlp import MLP
+
+SECTIONS = ("matmul", "train_step", "seed", "memory")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Problem sizes: the issue's by default, small ones with --quick (for tests and smoke runs)."""
+
+    matmul_n: int = 256
+    train_shape: tuple[int, ...] = (784, 256, 256, 10)
+    train_batch: int = 256
+    seed_batch: int = 1024
+    repeats: int = 15
+    warmup: int = 2
+
+    @classmethod
+    def quick(cls) -> "Sizes":
+        return cls(matmul_n=32, train_shape=(64, 32, 32, 10), train_batch=16, seed_batch=64, repeats=3, warmup=1)
+
+
+#: The 16-bit datapath of the train_step benchmark: every role s16.10, round half up, saturate,
+#: learning rate 2**-7 (a shift).
+def train_datapath() -> Datapath:
+    """The datapath the train_step benchmark runs (every role s16.10, RND, SAT, lr 2**-7)."""
+    return Datapath.uniform(16, 10, "RND", "SAT", lr_shift=7)
+
+
+def measure(cases: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each case, interleaved round by round, after warm-up."""
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            start = time.perf_counter()
+            cases[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _available(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+# -- matmul --------------------------------------------------------------------------------
+def bench_matmul(sizes: Sizes) -> dict:
+    """256x256 @ 256x256 in s24.12 (exact full-precision result) vs float64 and int64 numpy."""
+    n = sizes.matmul_n
+    rng = np.random.default_rng(0)
+    results = {}
+    data = {
+        # typical: values of a trained layer's tensors, N(0, 1) quantized into s24.12
+        "typical": (FixedArray.from_float(rng.standard_normal((n, n)), "s24.12"),
+                    FixedArray.from_float(rng.standard_normal((n, n)), "s24.12")),
+        # full scale: uniform over every raw value of s24.12 (products of 46 bits, sums past 2**53)
+        "full_scale": (FixedArray(rng.integers(-(2**23), 2**23, (n, n)), "s24.12"),
+                       FixedArray(rng.integers(-(2**23), 2**23, (n, n)), "s24.12")),
+    }
+    for label, (a, b) in data.items():
+        af, bf = a.to_float(), b.to_float()
+        ai, bi = np.array(a.raw), np.array(b.raw)
+        cases = {"fixprop": lambda a=a, b=b: a @ b, "numpy_float64": lambda: af @ bf,
+                 "numpy_int64": lambda: ai @ bi}
+        if _available("apytypes"):
+            import apytypes as apy
+
+            xa = apy.APyFixedArray(np.array(a.raw), int_bits=12, frac_bits=12)
+            xb = apy.APyFixedArray(np.array(b.raw), int_bits=12, frac_bits=12)
+            cases["apytypes"] = lambda xa=xa, xb=xb: xa @ xb
+        exact = np.array_equal((a @ b).raw, (ai.astype(object) @ bi.astype(object)))
+        results[label] = {"seconds": measure(cases, sizes.repeats, sizes.warmup), "exact": bool(exact)}
+    return {"shape": [n, n, n], "format": "s24.12", **results}
+
+
+# -- train step ----------------------------------------------------------------------------
+def _train_setup(sizes: Sizes):
+    net = MLP(list(sizes.train_shape), activation="relu", loss="sse", init="he", seed=0)
+    dp = train_datapath()
+    rng = np.random.default_rng(1)
+    x = rng.random((sizes.train_batch, sizes.train_shape[0]))
+    y = rng.random((sizes.train_batch, sizes.train_shape[-1]))
+    return net, dp, x, y
+
+
+def _step_function(net: MLP, ar, params, x, y) -> Callable[[], object]:
+    """One SGD step from the same state each call (the state is not mutated)."""
+    return lambda: net.sgd_step(ar, params, net.backward(ar, params, net.forward(ar, params, x), y))
+
+
+def _autograd_step(net: MLP, params, x, y, lr: float):
+    import autograd
+    import autograd.numpy as anp
+
+    from fixprop.verify.references import _loss_function
+
+    loss = _loss_function(net, anp, x, y, 0.5, lambda a, w: anp.dot(a, w.T))
+    grad = autograd.grad(loss)
+    flat = [arr for p in params for arr in (p.weight, p.bias)]
+    return lambda: [p - lr * g for p, g in zip(flat, grad(flat))]
+
+
+def _jax_step(net: MLP, params, x, y, lr: float):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from fixprop.verify.references import _loss_function
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    @jax.jit
+    def step(flat):
+        loss = _loss_function(net, jnp, xj, yj, 0.5, lambda a, w: a @ w.T)
+        grads = jax.grad(loss)(flat)
+        return [p - lr * g for p, g in zip(flat, grads)]
+
+    flat = [jnp.asarray(arr) for p in params for arr in (p.weight, p.bias)]
+    return lambda: jax.block_until_ready(step(flat))
+
+
+def _torch_step(net: MLP, params, x, y, lr: float):
+    import torch
+
+    from fixprop.verify.references import _loss_function
+
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    loss = _loss_function(net, torch, xt, yt, 0.5, lambda a, w: a @ w.T)
+
+    def step():
+        flat = [torch.tensor(arr, requires_grad=True) for p in params for arr in (p.weight, p.bias)]
+        loss(flat).backward()
+        with torch.no_grad():
+            return [p - lr * p.grad for p in flat]
+
+    return step
+
+
+def bench_train_step(sizes: Sizes) -> dict:
+    """One SGD step of [784,256,256,10], batch 256, relu, sse: fixed vs float vs peers."""
+    net, dp, x, y = _train_setup(sizes)
+    fixed_ar, float_ar = FixedArithmetic(dp), FloatArithmetic.matching(dp)
+    init = net.init_params()
+    fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
+    x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
+    cases = {
+        "fixprop_fixed": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+        "fixprop_float": _step_function(net, float_ar, float_params, x, y),
+        "autograd_float": _autograd_step(net, float_params, x, y, dp.learning_rate),
+    }
+    agree = None
+    if _available("apytypes"):
+        from fixprop.bench.apytypes_datapath import ApyTypesStep
+
+        peer = ApyTypesStep(16, 10, dp.lr_shift, "RND", "SAT")
+        w = [peer.from_raw(p.weight.raw) for p in fixed_params]
+        b = [peer.from_raw(p.bias.raw) for p in fixed_params]
+        xa, ya = peer.from_raw(x_fixed.raw), peer.from_raw(y_fixed.raw)
+        cases["apytypes_fixed"] = lambda: peer.step(w, b, xa, ya)
+        ours, _ = cases["fixprop_fixed"]()
+        theirs_w, theirs_b = peer.step(w, b, xa, ya)
+        agree = all(np.array_equal(p.weight.raw, peer.raw(tw)) and np.array_equal(p.bias.raw, peer.raw(tb))
+                    for p, tw, tb in zip(ours, theirs_w, theirs_b))
+    if _available("jax"):
+        cases["jax_jit_float64"] = _jax_step(net, float_params, x, y, dp.learning_rate)
+    if _available("torch"):
+        cases["torch_float64"] = _torch_step(net, float_params, x, y, dp.learning_rate)
+    seconds = measure(cases, sizes.repeats, sizes.warmup)
+    return {"shape": list(sizes.train_shape), "batch": sizes.train_batch, "datapath": "every role s16.10 RND SAT, lr 2**-7",
+            "apytypes_same_integers": agree, "seconds": seconds}
+
+
+# -- the seed network ----------------------------------------------------------------------
+def bench_seed(sizes: Sizes) -> dict:
+    """[3,7,7,5]: one per-sample gradient, and a batch of samples vs a per-sample autograd loop."""
+    import autograd
+
+    from fixprop.compat import mlp4autograd
+    from fixprop.verify.experiment import make_data
+    from fixprop.verify.references import _loss_function
+    import autograd.numpy as anp
+
+    net = MLP([3, 7, 7, 5], seed=0)
+    dp = Datapath.seed(24, 12)
+    fixed_ar, float_ar = FixedArithmetic(dp), FloatArithmetic.matching(dp)
+    init = net.init_params()
+    fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
+    x, y = make_data(net, sizes.seed_batch, 0)
+    x1, y1 = x[:1], y[:1]
+    x1_fixed, y1_fixed = fixed_ar.data(x1, "input"), fixed_ar.data(y1, "target")
+    flat = [arr for p in float_params for arr in (p.weight, p.bias)]
+
+    def autograd_grad_of(xs, ys):
+        return autograd.grad(_loss_function(net, anp, xs, ys, 0.5, lambda a, w: anp.dot(a, w.T)))
+
+    grad_one = autograd_grad_of(x1, y1)
+    compat = mlp4autograd()
+    compat.set_quant(quant=False)
+    compat.net_shape([3, 7, 7, 5])
+    compat_params = [[p.weight for p in float_params], [p.bias.reshape(-1, 1) for p in float_params]]
+
+    def compat_grad():
+        compat.infer(x1.T, compat_params)
+        compat.grad(y1.T)
+
+    per_sample = measure({
+        "fixprop_float": lambda: net.backward(float_ar, float_params, net.forward(float_ar, float_params, x1), y1),
+        "fixprop_fixed": lambda: net.backward(fixed_ar, fixed_params, net.forward(fixed_ar, fixed_params, x1_fixed),
+                                              y1_fixed),
+        "autograd_grad": lambda: grad_one(flat),
+        "compat_class_float": compat_grad,
+    }, sizes.repeats * 4, sizes.warmup)
+
+    x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
+    sample_grads = [autograd_grad_of(x[i:i + 1], y[i:i + 1]) for i in range(sizes.seed_batch)]
+
+    def autograd_loop():
+        for g in sample_grads:
+            g(flat)
+
+    batched = measure({
+        "fixprop_fixed_batched": lambda: net.backward(fixed_ar, fixed_params,
+                                                      net.forward(fixed_ar, fixed_params, x_fixed), y_fixed),
+        "fixprop_float_batched": lambda: net.backward(float_ar, float_params,
+                                                      net.forward(float_ar, float_params, x), y),
+        "autograd_loop": autograd_loop,
+    }, max(3, sizes.repeats // 3), 1)
+    return {"shape": [3, 7, 7, 5], "datapath": "seed(24,12)", "batch": sizes.seed_batch,
+            "per_sample_seconds": per_sample, "batched_seconds": batched}
+
+
+# -- memory --------------------------------------------------------------------------------
+def _peak_bytes(fn: Callable[[], object]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def bench_memory(sizes: Sizes) -> dict:
+    """Peak memory allocated during one train step (tracemalloc sees numpy's buffers)."""
+    net, dp, x, y = _train_setup(sizes)
+    fixed_ar, float_ar = FixedArithmetic(dp), FloatArithmetic.matching(dp)
+    init = net.init_params()
+    fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
+    x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
+    fixed = _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed)
+    flt = _step_function(net, float_ar, float_params, x, y)
+    fixed(), flt()
+    return {"peak_bytes": {"fixprop_fixed": _peak_bytes(fixed), "fixprop_float": _peak_bytes(flt)}}
+
+
+# -- the run -------------------------------------------------------------------------------
+def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False) -> dict:
+    """Run the chosen sections; returns every median and the ratios."""
+    sizes = Sizes.quick() if quick else Sizes()
+    functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory}
+    result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)}}
+    for name in sections:
+        result[name] = functions[name](sizes)
+    result["ratios"] = ratios(result)
+    return result
+
+
+def ratios(result: dict) -> dict:
+    """The headline ratios (docs/performance.md states the targets)."""
+    out: dict = {}
+    if "matmul" in result:
+        t = result["matmul"]["typical"]["seconds"]
+        out["matmul_vs_blas"] = t["fixprop"] / t["numpy_float64"]
+        out["matmul_full_scale_vs_blas"] = (result["matmul"]["full_scale"]["seconds"]["fixprop"]
+                                            / result["matmul"]["full_scale"]["seconds"]["numpy_float64"])
+        out["int64_matmul_vs_blas"] = t["numpy_int64"] / t["numpy_float64"]
+        if "apytypes" in t:
+            out["apytypes_matmul_vs_blas"] = t["apytypes"] / t["numpy_float64"]
+    if "train_step" in result:
+        t = result["train_step"]["seconds"]
+        out["train_step_vs_float"] = t["fixprop_fixed"] / t["fixprop_float"]
+        if "apytypes_fixed" in t:
+            out["apytypes_vs_fixprop"] = t["apytypes_fixed"] / t["fixprop_fixed"]
+        out["autograd_vs_fixprop_train_step"] = t["autograd_float"] / t["fixprop_float"]
+    if "seed" in result:
+        t = result["seed"]["per_sample_seconds"]
+        out["autograd_vs_fixprop_per_sample"] = t["autograd_grad"] / t["fixprop_float"]
+        out["autograd_vs_fixprop_per_sample_fixed"] = t["autograd_grad"] / t["fixprop_fixed"]
+        out["autograd_vs_compat_class"] = t["autograd_grad"] / t["compat_class_float"]
+        b = result["seed"]["batched_seconds"]
+        out["autograd_loop_vs_fixprop_batched"] = b["autograd_loop"] / b["fixprop_fixed_batched"]
+        out["autograd_loop_vs_fixprop_batched_float"] = b["autograd_loop"] / b["fixprop_float_batched"]
+    if "memory" in result:
+        p = result["memory"]["peak_bytes"]
+        out["memory_vs_float"] = p["fixprop_fixed"] / p["fixprop_float"]
+    return out
