@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,9 @@ class RoleCast:
 
     def target_format(self, src: QFormat) -> QFormat:
         """The format a value of format ``src`` is cast into."""
+        return _target_format(self, src)
+
+    def _compute_target_format(self, src: QFormat) -> QFormat:
         frac = src.frac if self.frac is None else self.frac
         if self.word is not None:
             return QFormat(self.word, frac, self.signed)
@@ -123,6 +127,11 @@ class RoleCast:
         table["rounding"] = self.rounding.name
         table["overflow"] = self.overflow.name
         return table
+
+
+@lru_cache(maxsize=4096)
+def _target_format(cast: RoleCast, src: QFormat) -> QFormat:
+    return cast._compute_target_format(src)
 
 
 @dataclass(frozen=True)

@@ -411,12 +411,32 @@ def maximum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
     When one operand is an integer constant representable in the other's format, the result
     has that format; otherwise it has the union format of both.
     """
-    return _select(lambda ra, rb: ra >= rb, a, b, "maximum")
+    fast = _with_constant(np.maximum, a, b)
+    return fast if fast is not None else _select(lambda ra, rb: ra >= rb, a, b, "maximum")
 
 
 def minimum(a: FixedArray | int, b: FixedArray | int) -> FixedArray:
     """Elementwise exact minimum (format rule as :func:`maximum`)."""
-    return _select(lambda ra, rb: ra <= rb, a, b, "minimum")
+    fast = _with_constant(np.minimum, a, b)
+    return fast if fast is not None else _select(lambda ra, rb: ra <= rb, a, b, "minimum")
+
+
+def _with_constant(ufunc: Callable, a: Any, b: Any) -> FixedArray | None:
+    """``ufunc(x, k)`` in x's own format when one operand is an integer k that format holds."""
+    if isinstance(b, FixedArray):
+        a, b = b, a
+    if not isinstance(a, FixedArray) or isinstance(b, bool) or not isinstance(b, (int, np.integer)):
+        return None
+    k = _constant_raw(a.fmt, int(b))
+    return None if k is None else FixedArray._trusted(ufunc(a.raw, k), a.fmt)
+
+
+def _constant_raw(fmt: QFormat, value: int) -> int | None:
+    """The raw integer of ``value`` in ``fmt``, or None when fmt cannot hold it exactly."""
+    if fmt.frac < 0 and value % (1 << -fmt.frac):
+        return None
+    raw = value << fmt.frac if fmt.frac >= 0 else value >> -fmt.frac
+    return raw if fmt.contains_raw(raw) else None
 
 
 def where(condition: Any, a: FixedArray | int, b: FixedArray | int) -> FixedArray:
@@ -444,8 +464,4 @@ def _select(take_a: Callable, a: Any, b: Any, name: str) -> FixedArray:
 
 def _holds(fmt: QFormat, constant: FixedArray) -> bool:
     """True when the integer constant's value is exactly representable in ``fmt``."""
-    value = int(constant.raw.reshape(-1)[0])
-    if fmt.frac < 0 and value % (1 << -fmt.frac):
-        return False
-    raw = value << fmt.frac if fmt.frac >= 0 else value >> -fmt.frac
-    return fmt.contains_raw(raw)
+    return _constant_raw(fmt, int(constant.raw.reshape(-1)[0])) is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from fractions import Fraction
 
 from fixprop.errors import FormatError
@@ -134,15 +135,18 @@ def bits_for(n: int) -> int:
 
 
 # -- bit-growth rules of full-precision arithmetic (docs/arithmetic.md, "Bit growth") -------
+# (Cached: a network asks for the same few formats at every step.)
 # I = word - frac counts integer bits including the sign bit. An unsigned operand meeting a
 # signed one is first promoted to signed with one more integer bit, which holds every value.
 
 
+@lru_cache(maxsize=4096)
 def promote_signed(fmt: QFormat) -> QFormat:
     """The signed format holding every value of ``fmt`` (unsigned gains one bit)."""
     return fmt if fmt.signed else QFormat(fmt.word + 1, fmt.frac, True)
 
 
+@lru_cache(maxsize=4096)
 def union_format(a: QFormat, b: QFormat) -> QFormat:
     """Smallest format of this family holding every value of ``a`` and of ``b``.
 
@@ -156,34 +160,40 @@ def union_format(a: QFormat, b: QFormat) -> QFormat:
     return QFormat(int_bits + frac, frac, a.signed)
 
 
+@lru_cache(maxsize=4096)
 def add_format(a: QFormat, b: QFormat) -> QFormat:
     """Format of ``a + b``: the union format with one more integer bit (never overflows)."""
     u = union_format(a, b)
     return QFormat(u.word + 1, u.frac, u.signed)
 
 
+@lru_cache(maxsize=4096)
 def sub_format(a: QFormat, b: QFormat) -> QFormat:
     """Format of ``a - b``: always signed; union of the signed promotions plus one integer bit."""
     u = union_format(promote_signed(a), promote_signed(b))
     return QFormat(u.word + 1, u.frac, True)
 
 
+@lru_cache(maxsize=4096)
 def neg_format(a: QFormat) -> QFormat:
     """Format of ``-a``: signed, one more bit (``-raw_min`` of a signed word needs it)."""
     return QFormat(a.word + 1, a.frac, True)
 
 
+@lru_cache(maxsize=4096)
 def mul_format(a: QFormat, b: QFormat) -> QFormat:
     """Format of ``a * b``: word = wa + wb, frac = fa + fb, signed if either is signed."""
     return QFormat(a.word + b.word, a.frac + b.frac, a.signed or b.signed)
 
 
+@lru_cache(maxsize=4096)
 def matmul_format(a: QFormat, b: QFormat, k: int) -> QFormat:
     """Format of a K-term dot product: the product format grown by ``ceil(log2 K)`` bits."""
     p = mul_format(a, b)
     return QFormat(p.word + bits_for(k), p.frac, p.signed)
 
 
+@lru_cache(maxsize=4096)
 def sum_format(a: QFormat, n: int) -> QFormat:
     """Format of a sum of ``n`` values of format ``a``: grown by ``ceil(log2 n)`` bits."""
     return QFormat(a.word + bits_for(n), a.frac, a.signed)

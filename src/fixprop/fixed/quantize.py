@@ -11,6 +11,9 @@ chooses the storage from the formats before computing, so int64 overflow cannot 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 
 from fixprop.errors import ModeError, NonFiniteError, RawTypeError
@@ -146,7 +149,9 @@ def round_shift_right_int64(raw: np.ndarray, shift: int, rounding: Rounding) -> 
         bias = (raw >> 63) & ((1 << shift) - 1)
     else:
         raise ModeError(f"round_shift_right_int64 handles deterministic modes only, not {rounding}")
-    return (raw + bias) >> shift
+    out = raw + bias
+    out >>= shift
+    return out
 
 
 # -- overflow ------------------------------------------------------------------------------
@@ -182,7 +187,11 @@ def apply_overflow(
     else:
         mask = None
     if overflow in (Overflow.SAT, Overflow.SAT_SYM):
-        result = np.clip(raw, lo, hi) if raw.dtype == np.int64 else np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
+        if raw.dtype == np.int64:
+            result = np.minimum(raw, hi)
+            np.maximum(result, lo, out=result)
+        else:
+            result = np.where(raw < lo, lo, np.where(raw > hi, hi, raw))
     elif overflow is Overflow.SAT_ZERO:
         result = np.where(mask, 0, raw)
     else:
@@ -205,6 +214,31 @@ def _wrap(raw: np.ndarray, fmt: QFormat) -> np.ndarray:
 
 
 # -- full casts ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _CastPlan:
+    """What a cast from ``src`` to ``dst`` needs to do, decided once from the formats."""
+
+    shift: int  # fraction bits dropped (> 0) or gained (< 0)
+    fast: bool  # the int64 bias-and-shift kernel applies
+    wide: bool  # the computation needs Python ints
+    grown_bits: int  # magnitude bits after a left shift
+    may_overflow: bool  # some value of src can land outside dst's range
+
+
+@lru_cache(maxsize=4096)
+def _cast_plan(src: QFormat, dst: QFormat, rounding: Rounding, overflow: Overflow | None) -> _CastPlan:
+    shift = src.frac - dst.frac
+    if shift > 0:
+        reach = (src.raw_min >> shift, -((-src.raw_max) >> shift))  # floor and ceiling of the range
+    else:
+        reach = (src.raw_min << -shift, src.raw_max << -shift)
+    lo, hi = _bounds(dst, overflow)
+    fast = (shift > 0 and src.word <= FAST_ROUNDING_MAX_BITS and shift <= FAST_ROUNDING_MAX_BITS
+            and rounding is not Rounding.STOCH)
+    return _CastPlan(shift, fast, shift > MAX_INT64_SHIFT, src.word + max(-shift, 0) - (1 if src.signed else 0),
+                     not (lo <= reach[0] and reach[1] <= hi))
+
+
 def requantize(
     raw: np.ndarray,
     src: QFormat,
@@ -223,21 +257,17 @@ def requantize(
     """
     rounding = Rounding.parse(rounding)
     overflow = None if overflow is None else Overflow.parse(overflow)
-    shift = src.frac - dst.frac
-    if shift > 0:  # drop fractional bits
-        if (raw.dtype == np.int64 and src.word <= FAST_ROUNDING_MAX_BITS and shift <= FAST_ROUNDING_MAX_BITS
-                and rounding is not Rounding.STOCH):
-            value = round_shift_right_int64(raw, shift, rounding)
+    plan = _cast_plan(src, dst, rounding, overflow)
+    if plan.shift > 0:  # drop fractional bits
+        if plan.fast and raw.dtype == np.int64:
+            value = round_shift_right_int64(raw, plan.shift, rounding)
         else:
-            value = round_shift_right(to_object(raw) if shift > MAX_INT64_SHIFT else raw, shift, rounding, rng)
-        reach = (src.raw_min >> shift, -((-src.raw_max) >> shift))  # floor and ceiling of the range
-    elif shift < 0:  # gain fractional bits: exact, but the value grows by -shift bits
-        value = storage_for_bits(raw, src.word + (-shift) - (1 if src.signed else 0)) << (-shift)
-        reach = (src.raw_min << -shift, src.raw_max << -shift)
+            value = round_shift_right(to_object(raw) if plan.wide else raw, plan.shift, rounding, rng)
+    elif plan.shift < 0:  # gain fractional bits: exact, but the value grows by -shift bits
+        value = storage_for_bits(raw, plan.grown_bits) << (-plan.shift)
     else:
-        value, reach = raw, (src.raw_min, src.raw_max)
-    lo, hi = _bounds(dst, overflow)
-    if lo <= reach[0] and reach[1] <= hi:  # no value can leave the range: nothing to check
+        value = raw
+    if not plan.may_overflow:  # no value can leave the range: nothing to check
         return to_storage(value, dst), None
     return apply_overflow(value, dst, overflow, want_mask)
 

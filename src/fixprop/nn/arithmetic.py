@@ -8,6 +8,7 @@ The network (``mlp.py``) only calls the methods below, so there is one network a
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,7 @@ class FixedArithmetic:
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
         """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""
         raw = np.ldexp(np.asarray(values, dtype=np.float64), frac).astype(np.int64)
-        return FixedArray(raw, QFormat(frac + 1, frac, signed=False))
+        return FixedArray._trusted(raw, _dyadic_format(frac))  # values in [0, 1]: in range
 
     def pow2(self, x: FixedArray, n: int) -> FixedArray:
         """x * 2**n, exact (only the format changes)."""
@@ -138,6 +139,11 @@ class FixedArithmetic:
     @staticmethod
     def to_float(x: FixedArray) -> np.ndarray:
         return x.to_float()
+
+
+@lru_cache(maxsize=64)
+def _dyadic_format(frac: int) -> QFormat:
+    return QFormat(frac + 1, frac, signed=False)
 
 
 def _constant(const: FixedConstant) -> FixedArray:
