@@ -108,6 +108,23 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """fixprop against float64 numpy, APyTypes and autodiff, side by side in this process."""
+    from fixprop import bench
+
+    sections = tuple(args.sections) if args.sections else bench.SECTIONS
+    unknown = [s for s in sections if s not in bench.SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown bench section(s) {unknown}; allowed: {', '.join(bench.SECTIONS)}")
+    result = bench.run(sections, quick=args.quick, progress=None if args.json else _progress)
+    print(json.dumps(result, indent=1) if args.json else bench.format_table(result))
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fixprop",
@@ -128,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repeats", type=int, default=20, help="timed repetitions per gradient (default 20)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=_cmd_verify)
+
+    bench = commands.add_parser(
+        "bench", help="benchmarks: matmul, train step, seed network, memory (medians and ratios)",
+        description="Measure fixprop side by side with numpy float64, APyTypes, autograd, JAX and PyTorch "
+                    "(those installed), with warm-up and interleaved repeats; print medians and ratios.",
+    )
+    bench.add_argument("sections", nargs="*", metavar="SECTION",
+                       help="matmul, train_step, seed, memory (default: all)")
+    bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object with every median and ratio")
+    bench.set_defaults(run=_cmd_bench)
 
     quantize = commands.add_parser(
         "quantize", help="round numbers into a fixed-point format (every rounding mode side by side)",

@@ -281,15 +281,66 @@ def bench_memory(sizes: Sizes) -> dict:
 
 
 # -- the run -------------------------------------------------------------------------------
-def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False) -> dict:
+def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False,
+        progress: Callable[[str], None] | None = None) -> dict:
     """Run the chosen sections; returns every median and the ratios."""
     sizes = Sizes.quick() if quick else Sizes()
     functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory}
-    result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)}}
-    for name in sections:
+    result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)},
+                    "peers": {name: _available(name) for name in ("apytypes", "jax", "torch")}}
+    for i, name in enumerate(sections, 1):
+        if progress:
+            progress(f"[{i}/{len(sections)}] {name} ...")
         result[name] = functions[name](sizes)
     result["ratios"] = ratios(result)
+    result["targets"] = {key: {"target": f"{op} {bound}", "met": _meets(result["ratios"].get(key), op, bound)}
+                         for key, (op, bound) in TARGETS.items() if key in result["ratios"]}
     return result
+
+
+#: The targets of docs/performance.md: ratio key -> (comparison, bound).
+TARGETS = {
+    "matmul_vs_blas": ("<=", 1.3),
+    "train_step_vs_float": ("<=", 2.0),
+    "apytypes_vs_fixprop": (">=", 5.0),
+    "autograd_vs_fixprop_per_sample": (">=", 100.0),
+    "autograd_vs_fixprop_per_sample_fixed": (">=", 50.0),
+    "autograd_loop_vs_fixprop_batched": (">=", 10_000.0),
+    "memory_vs_float": ("<=", 3.0),
+}
+
+
+def _meets(value: float | None, op: str, bound: float) -> bool | None:
+    if value is None:
+        return None
+    return value <= bound if op == "<=" else value >= bound
+
+
+def format_table(result: dict) -> str:
+    """The medians of every section and the ratios, as text."""
+    lines = []
+    for section in SECTIONS:
+        if section not in result:
+            continue
+        lines.append(f"== {section}")
+        for key, value in result[section].items():
+            if isinstance(value, dict) and all(isinstance(v, (int, float)) for v in value.values()):
+                unit = "bytes" if key == "peak_bytes" else "ms"
+                for name, v in value.items():
+                    shown = f"{v / 1e6:10.2f} MB" if unit == "bytes" else f"{v * 1e3:10.3f} ms"
+                    lines.append(f"  {key:<20} {name:<24} {shown}")
+            elif isinstance(value, dict) and "seconds" in value:
+                for name, v in value["seconds"].items():
+                    lines.append(f"  {key:<20} {name:<24} {v * 1e3:10.3f} ms")
+                lines.append(f"  {key:<20} {'exact':<24} {value['exact']}")
+            else:
+                lines.append(f"  {key:<20} {value}")
+    lines.append("== ratios (medians of this run)")
+    for key, value in result["ratios"].items():
+        target = result["targets"].get(key)
+        mark = "" if target is None else f"   target {target['target']}: {'met' if target['met'] else 'NOT met'}"
+        lines.append(f"  {key:<40} {value:12.2f}{mark}")
+    return "\n".join(lines)
 
 
 def ratios(result: dict) -> dict:
