@@ -427,11 +427,11 @@ def _with_constant(ufunc: Callable, a: Any, b: Any) -> FixedArray | None:
         a, b = b, a
     if not isinstance(a, FixedArray) or isinstance(b, bool) or not isinstance(b, (int, np.integer)):
         return None
-    k = _constant_raw(a.fmt, int(b))
+    k = constant_raw(a.fmt, int(b))
     return None if k is None else FixedArray._trusted(ufunc(a.raw, k), a.fmt)
 
 
-def _constant_raw(fmt: QFormat, value: int) -> int | None:
+def constant_raw(fmt: QFormat, value: int) -> int | None:
     """The raw integer of ``value`` in ``fmt``, or None when fmt cannot hold it exactly."""
     if fmt.frac < 0 and value % (1 << -fmt.frac):
         return None
@@ -464,4 +464,4 @@ def _select(take_a: Callable, a: Any, b: Any, name: str) -> FixedArray:
 
 def _holds(fmt: QFormat, constant: FixedArray) -> bool:
     """True when the integer constant's value is exactly representable in ``fmt``."""
-    return _constant_raw(fmt, int(constant.raw.reshape(-1)[0])) is not None
+    return constant_raw(fmt, int(constant.raw.reshape(-1)[0])) is not None

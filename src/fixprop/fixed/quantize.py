@@ -155,7 +155,7 @@ def round_shift_right_int64(raw: np.ndarray, shift: int, rounding: Rounding) -> 
 
 
 # -- overflow ------------------------------------------------------------------------------
-def _bounds(fmt: QFormat, overflow: Overflow | None) -> tuple[int, int]:
+def overflow_bounds(fmt: QFormat, overflow: Overflow | None) -> tuple[int, int]:
     """The raw range a value must end in: ``[-max, max]`` for signed SAT_SYM, else the format's."""
     lo, hi = fmt.raw_min, fmt.raw_max
     if overflow is Overflow.SAT_SYM and fmt.signed:
@@ -175,7 +175,7 @@ def apply_overflow(
     The result is stored as ``fmt`` requires (int64 or Python ints).
     """
     overflow = None if overflow is None else Overflow.parse(overflow)
-    lo, hi = _bounds(fmt, overflow)
+    lo, hi = overflow_bounds(fmt, overflow)
     if raw.dtype == np.int64:  # clamp the bounds to what int64 can compare against
         lo, hi = max(lo, INT64_MIN), min(hi, INT64_MAX)
     if overflow is None or want_mask or overflow in (Overflow.SAT_ZERO, Overflow.WRAP):
@@ -215,7 +215,7 @@ def _wrap(raw: np.ndarray, fmt: QFormat) -> np.ndarray:
 
 # -- full casts ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _CastPlan:
+class CastPlan:
     """What a cast from ``src`` to ``dst`` needs to do, decided once from the formats."""
 
     shift: int  # fraction bits dropped (> 0) or gained (< 0)
@@ -226,16 +226,16 @@ class _CastPlan:
 
 
 @lru_cache(maxsize=4096)
-def _cast_plan(src: QFormat, dst: QFormat, rounding: Rounding, overflow: Overflow | None) -> _CastPlan:
+def cast_plan(src: QFormat, dst: QFormat, rounding: Rounding, overflow: Overflow | None) -> CastPlan:
     shift = src.frac - dst.frac
     if shift > 0:
         reach = (src.raw_min >> shift, -((-src.raw_max) >> shift))  # floor and ceiling of the range
     else:
         reach = (src.raw_min << -shift, src.raw_max << -shift)
-    lo, hi = _bounds(dst, overflow)
+    lo, hi = overflow_bounds(dst, overflow)
     fast = (shift > 0 and src.word <= FAST_ROUNDING_MAX_BITS and shift <= FAST_ROUNDING_MAX_BITS
             and rounding is not Rounding.STOCH)
-    return _CastPlan(shift, fast, shift > MAX_INT64_SHIFT, src.word + max(-shift, 0) - (1 if src.signed else 0),
+    return CastPlan(shift, fast, shift > MAX_INT64_SHIFT, src.word + max(-shift, 0) - (1 if src.signed else 0),
                      not (lo <= reach[0] and reach[1] <= hi))
 
 
@@ -257,7 +257,7 @@ def requantize(
     """
     rounding = Rounding.parse(rounding)
     overflow = None if overflow is None else Overflow.parse(overflow)
-    plan = _cast_plan(src, dst, rounding, overflow)
+    plan = cast_plan(src, dst, rounding, overflow)
     if plan.shift > 0:  # drop fractional bits
         if plan.fast and raw.dtype == np.int64:
             value = round_shift_right_int64(raw, plan.shift, rounding)
@@ -325,7 +325,7 @@ def quantize_float(
         with np.errstate(over="ignore"):  # an overflow to inf fails the test below: exact path
             scaled = np.ldexp(arr, dst.frac)
         if float(np.max(np.abs(scaled))) < FLOAT_ROUNDING_LIMIT:
-            return apply_overflow(_round_float(scaled, rounding).astype(np.int64), dst, overflow)
+            return apply_overflow(round_float(scaled, rounding).astype(np.int64), dst, overflow)
     m, e = float_parts(arr)
     lift = e + dst.frac  # raw value = m * 2**lift exactly
     left = np.maximum(lift, 0)
@@ -348,26 +348,30 @@ def quantize_float(
 FLOAT_ROUNDING_LIMIT = 2.0**51
 
 
-def _round_float(v: np.ndarray, rounding: Rounding) -> np.ndarray:
-    """Round float64 values |v| < 2**51 to integral float64 values by a deterministic mode."""
+def round_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None = None) -> np.ndarray:
+    """Round float64 values |v| < 2**51 to integral float64 values by a deterministic mode.
+
+    Exact: below 2**51, ``v +- 0.5`` is exact, so each mode is one exact float operation
+    (``out=v`` rounds in place).
+    """
     if rounding is Rounding.TRN:
-        return np.floor(v)
+        return np.floor(v, out=out)
     if rounding is Rounding.TRN_INF:
-        return np.ceil(v)
+        return np.ceil(v, out=out)
     if rounding is Rounding.TRN_ZERO:
-        return np.trunc(v)
+        return np.trunc(v, out=out)
     if rounding is Rounding.RND_CONV:
-        return np.rint(v)  # IEEE round half to even
+        return np.rint(v, out=out)  # IEEE round half to even
     if rounding is Rounding.RND:
-        return np.floor(v + 0.5)
+        return np.floor(np.add(v, 0.5, out=out), out=out)
     if rounding is Rounding.RND_MIN_INF:
-        return np.ceil(v - 0.5)
+        return np.ceil(np.subtract(v, 0.5, out=out), out=out)
     up, down = np.floor(v + 0.5), np.ceil(v - 0.5)  # ties up / ties down
     if rounding is Rounding.RND_INF:
-        return np.where(v >= 0, up, down)
+        return np.where(v >= 0, up, down) if out is None else np.copyto(out, np.where(v >= 0, up, down)) or out
     if rounding is Rounding.RND_ZERO:
-        return np.where(v >= 0, down, up)
-    raise ModeError(f"_round_float handles deterministic modes only, not {rounding}")
+        return np.where(v >= 0, down, up) if out is None else np.copyto(out, np.where(v >= 0, down, up)) or out
+    raise ModeError(f"round_float handles deterministic modes only, not {rounding}")
 
 
 def as_exact_array(x) -> np.ndarray:
