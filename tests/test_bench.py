@@ -25,7 +25,7 @@ def test_bench_quick_json_structure(capsys):
         assert result["train_step"]["apytypes_same_integers"] is True  # the peer computes the same integers
     assert {"fixprop_float", "fixprop_fixed", "autograd_grad", "compat_class_float"} <= set(
         result["seed"]["per_sample_seconds"])
-    assert set(result["memory"]["peak_bytes"]) == {"fixprop_fixed", "fixprop_float"}
+    assert {"fixprop_fixed", "fixprop_float"} <= set(result["memory"]["peak_bytes"])
     assert set(result["targets"]) <= set(result["ratios"])
 
 

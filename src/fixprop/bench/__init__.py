@@ -18,6 +18,7 @@ import numpy as np
 from fixprop.datapath import Datapath
 from fixprop.fixed.array import FixedArray
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
+from fixprop.nn.compiled import compile_step
 from fixprop.nn.mlp import MLP
 
 SECTIONS = ("matmul", "train_step", "seed", "memory")
@@ -110,8 +111,25 @@ def _train_setup(sizes: Sizes):
 
 
 def _step_function(net: MLP, ar, params, x, y) -> Callable[[], object]:
-    """One SGD step from the same state each call (the state is not mutated)."""
+    """One SGD step, stage by stage, from the same state each call (the state is not mutated)."""
     return lambda: net.sgd_step(ar, params, net.backward(ar, params, net.forward(ar, params, x), y))
+
+
+def _compiled_step(net: MLP, ar, params, x, y) -> Callable[[], object]:
+    """One SGD step by the compiled step (what Model.train_step runs), from the same state each call."""
+    step = compile_step(net, getattr(ar, "datapath", None), np.shape(x)[0], update=True, float_settings=ar)
+    return lambda: step.train_step(params, x, y)
+
+
+def _compiled_gradients(net: MLP, ar, params, x, y) -> Callable[[], object]:
+    """Weight and bias gradients of one batch by the compiled step (Model.weight_gradients)."""
+    step = compile_step(net, getattr(ar, "datapath", None), np.shape(x)[0], update=False, float_settings=ar)
+    return lambda: step.gradients(params, x, y)
+
+
+def _stepwise_gradients(net: MLP, ar, params, x, y) -> Callable[[], object]:
+    """The same gradients stage by stage, every intermediate kept (Model.gradients)."""
+    return lambda: net.backward(ar, params, net.forward(ar, params, x), y)
 
 
 def _autograd_step(net: MLP, params, x, y, lr: float):
@@ -171,8 +189,10 @@ def bench_train_step(sizes: Sizes) -> dict:
     fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
     cases = {
-        "fixprop_fixed": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
-        "fixprop_float": _step_function(net, float_ar, float_params, x, y),
+        "fixprop_fixed": _compiled_step(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+        "fixprop_float": _compiled_step(net, float_ar, float_params, x, y),
+        "fixprop_fixed_stepwise": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+        "fixprop_float_stepwise": _step_function(net, float_ar, float_params, x, y),
         "autograd_float": _autograd_step(net, float_params, x, y, dp.learning_rate),
     }
     agree = None
@@ -184,17 +204,23 @@ def bench_train_step(sizes: Sizes) -> dict:
         b = [peer.from_raw(p.bias.raw) for p in fixed_params]
         xa, ya = peer.from_raw(x_fixed.raw), peer.from_raw(y_fixed.raw)
         cases["apytypes_fixed"] = lambda: peer.step(w, b, xa, ya)
-        ours, _ = cases["fixprop_fixed"]()
+        ours, _, _ = cases["fixprop_fixed"]()
         theirs_w, theirs_b = peer.step(w, b, xa, ya)
         agree = all(np.array_equal(p.weight.raw, peer.raw(tw)) and np.array_equal(p.bias.raw, peer.raw(tb))
                     for p, tw, tb in zip(ours, theirs_w, theirs_b))
-    if _available("jax"):
-        cases["jax_jit_float64"] = _jax_step(net, float_params, x, y, dp.learning_rate)
-    if _available("torch"):
-        cases["torch_float64"] = _torch_step(net, float_params, x, y, dp.learning_rate)
     seconds = measure(cases, sizes.repeats, sizes.warmup)
+    # JAX and PyTorch keep worker threads spinning after each call, which slows whatever runs
+    # next: they are timed in a second group, against fixprop's float step as the anchor.
+    peers: dict[str, Callable[[], object]] = {}
+    if _available("jax"):
+        peers["jax_jit_float64"] = _jax_step(net, float_params, x, y, dp.learning_rate)
+    if _available("torch"):
+        peers["torch_float64"] = _torch_step(net, float_params, x, y, dp.learning_rate)
+    peer_seconds = {}
+    if peers:
+        peer_seconds = measure({**peers, "fixprop_float": cases["fixprop_float"]}, sizes.repeats, sizes.warmup)
     return {"shape": list(sizes.train_shape), "batch": sizes.train_batch, "datapath": "every role s16.10 RND SAT, lr 2**-7",
-            "apytypes_same_integers": agree, "seconds": seconds}
+            "apytypes_same_integers": agree, "seconds": seconds, "peer_group_seconds": peer_seconds}
 
 
 # -- the seed network ----------------------------------------------------------------------
@@ -231,9 +257,10 @@ def bench_seed(sizes: Sizes) -> dict:
         compat.grad(y1.T)
 
     per_sample = measure({
-        "fixprop_float": lambda: net.backward(float_ar, float_params, net.forward(float_ar, float_params, x1), y1),
-        "fixprop_fixed": lambda: net.backward(fixed_ar, fixed_params, net.forward(fixed_ar, fixed_params, x1_fixed),
-                                              y1_fixed),
+        "fixprop_float": _compiled_gradients(net, float_ar, float_params, x1, y1),
+        "fixprop_fixed": _compiled_gradients(net, fixed_ar, fixed_params, x1_fixed, y1_fixed),
+        "fixprop_float_stepwise": _stepwise_gradients(net, float_ar, float_params, x1, y1),
+        "fixprop_fixed_stepwise": _stepwise_gradients(net, fixed_ar, fixed_params, x1_fixed, y1_fixed),
         "autograd_grad": lambda: grad_one(flat),
         "compat_class_float": compat_grad,
     }, sizes.repeats * 4, sizes.warmup)
@@ -246,10 +273,8 @@ def bench_seed(sizes: Sizes) -> dict:
             g(flat)
 
     batched = measure({
-        "fixprop_fixed_batched": lambda: net.backward(fixed_ar, fixed_params,
-                                                      net.forward(fixed_ar, fixed_params, x_fixed), y_fixed),
-        "fixprop_float_batched": lambda: net.backward(float_ar, float_params,
-                                                      net.forward(float_ar, float_params, x), y),
+        "fixprop_fixed_batched": _compiled_gradients(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+        "fixprop_float_batched": _compiled_gradients(net, float_ar, float_params, x, y),
         "autograd_loop": autograd_loop,
     }, max(3, sizes.repeats // 3), 1)
     return {"shape": [3, 7, 7, 5], "datapath": "seed(24,12)", "batch": sizes.seed_batch,
@@ -274,10 +299,13 @@ def bench_memory(sizes: Sizes) -> dict:
     init = net.init_params()
     fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
-    fixed = _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed)
-    flt = _step_function(net, float_ar, float_params, x, y)
-    fixed(), flt()
-    return {"peak_bytes": {"fixprop_fixed": _peak_bytes(fixed), "fixprop_float": _peak_bytes(flt)}}
+    cases = {"fixprop_fixed": _compiled_step(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+             "fixprop_float": _compiled_step(net, float_ar, float_params, x, y),
+             "fixprop_fixed_stepwise": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+             "fixprop_float_stepwise": _step_function(net, float_ar, float_params, x, y)}
+    for fn in cases.values():
+        fn()
+    return {"peak_bytes": {name: _peak_bytes(fn) for name, fn in cases.items()}}
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -329,6 +357,8 @@ def format_table(result: dict) -> str:
                 for name, v in value.items():
                     shown = f"{v / 1e6:10.2f} MB" if unit == "bytes" else f"{v * 1e3:10.3f} ms"
                     lines.append(f"  {key:<20} {name:<24} {shown}")
+            elif isinstance(value, dict) and not value:
+                continue
             elif isinstance(value, dict) and "seconds" in value:
                 for name, v in value["seconds"].items():
                     lines.append(f"  {key:<20} {name:<24} {v * 1e3:10.3f} ms")
@@ -360,6 +390,10 @@ def ratios(result: dict) -> dict:
         if "apytypes_fixed" in t:
             out["apytypes_vs_fixprop"] = t["apytypes_fixed"] / t["fixprop_fixed"]
         out["autograd_vs_fixprop_train_step"] = t["autograd_float"] / t["fixprop_float"]
+        peers = result["train_step"]["peer_group_seconds"]
+        for name in ("jax_jit_float64", "torch_float64"):
+            if name in peers:
+                out[f"{name}_vs_fixprop_float_train_step"] = peers[name] / peers["fixprop_float"]
     if "seed" in result:
         t = result["seed"]["per_sample_seconds"]
         out["autograd_vs_fixprop_per_sample"] = t["autograd_grad"] / t["fixprop_float"]

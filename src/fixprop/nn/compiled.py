@@ -18,6 +18,7 @@ With ``datapath=None`` the same tracing compiles the float64 reference path (cas
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -439,15 +440,53 @@ class CompiledStep:
         return [(out[2 * i], out[2 * i + 1]) for i in range(self.net.n_layers)]
 
     def train_step(self, params: Sequence[LayerParams], x: Any, y: Any, velocity: Any = None,
-                   rng: np.random.Generator | None = None) -> tuple[list[LayerParams], list[LayerParams] | None]:
-        """One SGD step: (new params, new velocity or None), as ``MLP.sgd_step`` computes them."""
+                   rng: np.random.Generator | None = None) -> tuple[list[LayerParams], list[LayerParams] | None, Any]:
+        """One SGD step: (new params, new velocity or None, the network output before the step),
+        as ``MLP.sgd_step`` computes them."""
         if not self.update:
             raise ValueError("this step was compiled without update=True")
         out = self._run(params, x, y, velocity, rng)
         n = self.net.n_layers
         new = [LayerParams(out[2 * n + 2 * i], out[2 * n + 2 * i + 1]) for i in range(n)]
         vel = [LayerParams(out[4 * n + 2 * i], out[4 * n + 2 * i + 1]) for i in range(n)] if self.momentum else None
-        return new, vel
+        return new, vel, out[-1]
+
+
+_ASSIGNMENT = re.compile(r"^    (v\d+) = (.*)$")
+_SCALE = re.compile(r"^(v\d+) \* (-?[0-9.e+-]+)$")
+_CLIP = re.compile(r"^np\.clip\((v\d+), (-?\d+), (-?\d+)\)$")
+_VARIABLE = re.compile(r"\bv\d+\b")
+
+
+def _reuse_dead_temporaries(lines: list[str]) -> list[str]:
+    """Rewrite ``vB = vA * c`` and ``vB = np.clip(vA, lo, hi)`` to work in place when vA is a
+    fresh temporary of this function that no later line reads (saves allocating large arrays)."""
+    last_use: dict[str, int] = {}
+    fresh: set[str] = set()
+    for i, line in enumerate(lines):
+        match = _ASSIGNMENT.match(line)
+        uses = _VARIABLE.findall(match.group(2) if match else line)
+        for name in uses:
+            last_use[name] = i
+        aliasing = re.fullmatch(r"v\d+(\.T|\.reshape\(.*\))?", match.group(2)) if match else True
+        if not aliasing and "q.apply_overflow" not in match.group(2):  # apply_overflow may return its input
+            fresh.add(match.group(1))  # a new array (not a view or an alias of another variable)
+    out = []
+    for i, line in enumerate(lines):
+        match = _ASSIGNMENT.match(line)
+        if match:
+            target, expression = match.groups()
+            scale, clip = _SCALE.match(expression), _CLIP.match(expression)
+            source = (scale or clip).group(1) if (scale or clip) else None
+            if source in fresh and last_use.get(source) == i:
+                if scale:
+                    out.append(f"    {target} = np.multiply({source}, {scale.group(2)}, out={source})")
+                else:
+                    out.append(f"    {target} = np.clip({source}, {clip.group(2)}, {clip.group(3)}, out={source})")
+                fresh.add(target)
+                continue
+        out.append(line)
+    return out
 
 
 def _raw_input(value: Any, datapath: Datapath | None) -> np.ndarray:
@@ -491,15 +530,17 @@ def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool =
     velocity = layer_placeholders("v", "momentum", "momentum") if momentum else None
     x = placeholder("x", "input", (batch, sizes[0]))
     y = placeholder("y", "target", (batch, sizes[-1]))
-    grads: list[LayerGrads] = net.backward(ar, params, net.forward(ar, params, x), y)
+    trace = net.forward(ar, params, x)
+    grads: list[LayerGrads] = net.backward(ar, params, trace, y)
     outputs = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
     if update:
         new_params, new_velocity = net.sgd_step(ar, params, grads, velocity)
         outputs += [v for p in new_params for v in (p.weight, p.bias)]
         if momentum:
             outputs += [v for p in new_velocity for v in (p.weight, p.bias)]
+    outputs.append(trace.output)  # the network's output, last (for the loss)
     code.lines.append("    return (" + ", ".join(v.var for v in outputs) + ",)")
-    source = f"def step(rng, {', '.join(names)}):\n" + "\n".join(code.lines) + "\n"
+    source = f"def step(rng, {', '.join(names)}):\n" + "\n".join(_reuse_dead_temporaries(code.lines)) + "\n"
     namespace = dict(code.constants)
     exec(compile(source, f"<fixprop compiled {net.layer_sizes} batch {batch}>", "exec"), namespace)
     return CompiledStep(net, datapath, batch, update, momentum, namespace["step"], source,

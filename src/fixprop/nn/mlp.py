@@ -223,13 +223,21 @@ class MLP:
 
 @dataclass
 class Model:
-    """A network bound to an arithmetic and its state (parameters, momentum velocity)."""
+    """A network bound to an arithmetic and its state (parameters, momentum velocity).
+
+    ``train_step`` and ``weight_gradients`` run the network compiled to straight-line code
+    (``nn/compiled.py``) for each batch size they meet, when the datapath fits 62-bit integers;
+    it computes the same integers as the step-by-step path (``forward``/``gradients``), which
+    keeps every intermediate stage. ``compiled=False`` always uses the step-by-step path.
+    """
 
     net: MLP
     arithmetic: Any
     params: list[LayerParams]
     momentum: bool = False
     velocity: list[LayerParams] | None = field(default=None)
+    compiled: bool = True
+    _steps: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.params = self.net.params_in(self.arithmetic, self.params)
@@ -244,17 +252,54 @@ class Model:
         return self.arithmetic.to_float(self.forward(x).output)
 
     def gradients(self, x: Any, y: Any) -> list[LayerGrads]:
-        """Forward and backward on one batch; returns per-layer gradients (not applied)."""
+        """Forward and backward on one batch, every stage kept; returns per-layer gradients (not applied)."""
         return self.net.backward(self.arithmetic, self.params, self.forward(x), y)
+
+    def weight_gradients(self, x: Any, y: Any) -> list[tuple[Any, Any]]:
+        """[(weight_grad, bias_grad), ...] of one batch, by the compiled step when available."""
+        x_q, y_q = self._data(x, y)
+        step = self._compiled(np.shape(x_q)[0], update=False)
+        if step is None:
+            return [(g.weight_grad, g.bias_grad) for g in self.net.backward(
+                self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
+        return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None))
 
     def train_step(self, x: Any, y: Any) -> float:
         """One SGD step on a batch; returns the loss before the step (float)."""
         ar = self.arithmetic
-        target = ar.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target")  # quantized once
-        trace = self.forward(x)
-        grads = self.net.backward(ar, self.params, trace, target)
-        self.params, self.velocity = self.net.sgd_step(ar, self.params, grads, self.velocity)
-        return self.net.loss.value(ar.to_float(trace.output), ar.to_float(target))
+        x_q, y_q = self._data(x, y)
+        step = self._compiled(np.shape(x_q)[0], update=True)
+        if step is not None:
+            self.params, self.velocity, output = step.train_step(self.params, x_q, y_q, self.velocity,
+                                                                 getattr(ar, "rng", None))
+        else:
+            trace = self.net.forward(ar, self.params, x_q)
+            grads = self.net.backward(ar, self.params, trace, y_q)
+            self.params, self.velocity = self.net.sgd_step(ar, self.params, grads, self.velocity)
+            output = trace.output
+        return self.net.loss.value(ar.to_float(output), ar.to_float(y_q))
+
+    def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
+        """x and y in the input and target roles (quantized once)."""
+        ar = self.arithmetic
+        return (ar.data(MLP._batch(x, self.net.layer_sizes[0], "x"), "input"),
+                ar.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target"))
+
+    def _compiled(self, batch: int, update: bool):
+        """The compiled step for this batch size, or None (not wanted, or the datapath is too wide)."""
+        if not self.compiled:
+            return None
+        key = (batch, update)
+        if key not in self._steps:
+            from fixprop.nn.compiled import NotCompilable, compile_step
+
+            datapath = getattr(self.arithmetic, "datapath", None)
+            try:
+                self._steps[key] = compile_step(self.net, datapath, batch, update,
+                                                float_settings=None if datapath is not None else self.arithmetic)
+            except NotCompilable:
+                self._steps[key] = None
+        return self._steps[key]
 
     def weights(self) -> list[np.ndarray]:
         """Weights as float64 arrays (out, in)."""

@@ -1,0 +1,109 @@
+"""The compiled step computes exactly what the step-by-step network computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fixprop import Datapath, RoleCast
+from fixprop.nn import MLP, FixedArithmetic, FloatArithmetic
+from fixprop.nn.compiled import NotCompilable, compile_step
+from test_mlp_fixed import CASES, mixed_datapath, put_a_zero
+
+
+def generic_step(net, ar, params, x, y, velocity):
+    trace = net.forward(ar, params, x)
+    grads = net.backward(ar, params, trace, y)
+    new, vel = net.sgd_step(ar, params, grads, velocity)
+    return grads, new, vel, trace.output
+
+
+@pytest.mark.parametrize("name,dp,activations,loss", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_compiled_fixed_step_is_bit_identical(name, dp, activations, loss, batch):
+    net = MLP([3, 4, 2], activation=activations[0], output_activation=activations[1], loss=loss,
+              init="uniform_neg")
+    params = net.init_params(seed=batch)
+    rng = np.random.default_rng(batch)
+    x = rng.uniform(-2, 2, (batch, 3))
+    put_a_zero(params, x)
+    y = rng.uniform(-1, 2, (batch, 2))
+    ar = FixedArithmetic(dp)
+    p = net.params_in(ar, params)
+    xq, yq = ar.data(x, "input"), ar.data(y, "target")
+    velocity = net.zero_velocity(ar, p) if dp.momentum is not None else None
+    try:
+        step = compile_step(net, dp, batch, update=True)
+    except NotCompilable:
+        assert name == "seed32"  # 32-bit words: products of 64 bits do not fit the compiled storage
+        return
+    grads, new, vel, out = generic_step(net, ar, p, xq, yq, velocity)
+    c_new, c_vel, c_out = step.train_step(p, xq, yq, velocity)
+    c_grads = step.gradients(p, xq, yq, velocity)
+    for g, (cw, cb) in zip(grads, c_grads):
+        assert g.weight_grad.identical(cw) and g.bias_grad.identical(cb)
+    for a, b in zip(new, c_new):
+        assert a.weight.identical(b.weight) and a.bias.identical(b.bias)
+    if vel is not None:
+        for a, b in zip(vel, c_vel):
+            assert a.weight.identical(b.weight) and a.bias.identical(b.bias)
+    assert out.identical(c_out)
+
+
+def test_compiled_stochastic_rounding_draws_the_same_numbers():
+    dp = Datapath.uniform(16, 8, "STOCH", "SAT").with_role("input", RoleCast.of("s16.8", "RND_CONV", "SAT")) \
+        .with_role("target", RoleCast.of("s16.8", "RND_CONV", "SAT")) \
+        .with_role("weight", RoleCast.of("s16.8", "STOCH", "SAT"))
+    net = MLP([5, 6, 3], init="he")
+    rng = np.random.default_rng(2)
+    x, y = rng.random((8, 5)), rng.random((8, 3))
+    setup = FixedArithmetic(dp, np.random.default_rng(0))
+    p = net.params_in(setup, net.init_params())
+    xq, yq = setup.data(x, "input"), setup.data(y, "target")
+    _, new, _, _ = generic_step(net, FixedArithmetic(dp, np.random.default_rng(42)), p, xq, yq, None)
+    step = compile_step(net, dp, 8, update=True)
+    assert step.uses_rng
+    c_new, _, _ = step.train_step(p, xq, yq, rng=np.random.default_rng(42))
+    for a, b in zip(new, c_new):
+        assert a.weight.identical(b.weight) and a.bias.identical(b.bias)
+    with pytest.raises(ValueError, match="numpy.random.Generator"):
+        step.train_step(p, xq, yq)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu:2", "hard_tanh", "linear"])
+@pytest.mark.parametrize("loss", ["sse", "mse"])
+def test_compiled_float_step_is_identical(activation, loss):
+    dp = mixed_datapath()  # learning-rate constant and momentum, used by the float path as values
+    net = MLP([4, 5, 3], activation=activation, loss=loss, init="uniform_neg")
+    ar = FloatArithmetic.matching(dp)
+    p = net.params_in(ar, net.init_params())
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(-1, 1, (6, 4)), rng.uniform(-1, 1, (6, 3))
+    velocity = net.zero_velocity(ar, p)
+    grads, new, vel, out = generic_step(net, ar, p, x, y, velocity)
+    step = compile_step(net, None, 6, update=True, float_settings=ar)
+    c_new, c_vel, c_out = step.train_step(p, x, y, velocity)
+    for a, b in zip(new, c_new):
+        assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+    assert np.array_equal(out, c_out)
+
+
+def test_model_uses_the_compiled_step_and_falls_back():
+    net = MLP([3, 7, 7, 5], init="uniform")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((4, 3)), rng.random((4, 5))
+    for dp in (Datapath.seed(24, 12), Datapath.seed(32, 16)):
+        fast, slow = net.fixed_model(dp), net.fixed_model(dp)
+        slow.compiled = False
+        for _ in range(3):
+            assert fast.train_step(x, y) == slow.train_step(x, y)
+        for a, b in zip(fast.params, slow.params):
+            assert a.weight.identical(b.weight)
+        compiled = fast._steps[(4, True)]
+        assert (compiled is None) == (dp.name == "seed(32,16)")
+
+
+def test_source_is_readable_straight_line_code():
+    step = compile_step(MLP([2, 2]), Datapath.seed(16, 10), 1)
+    assert step.source.startswith("def step(rng, w0, b0, x, y):")
+    assert "q.round_float(" in step.source and "np.clip(" in step.source
