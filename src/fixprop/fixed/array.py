@@ -15,7 +15,7 @@ import numpy as np
 
 from fixprop.errors import RangeError, RawTypeError, ShapeError
 from fixprop.fixed import quantize as q
-from fixprop.fixed.blas import exact_matmul, max_abs
+from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs
 from fixprop.fixed.format import (
     QFormat,
     add_format,
@@ -84,7 +84,7 @@ class FixedArray:
             format; an :class:`Overflow` mode brings them into range instead.
     """
 
-    __slots__ = ("_raw", "_fmt", "_float_cache", "_max_abs_cache")
+    __slots__ = ("_ints", "_fmt", "_float_cache", "_max_abs_cache")
     __array_ufunc__ = None  # numpy operators defer to FixedArray: no silent float conversion
     __hash__ = None  # elementwise == makes FixedArray unhashable, like numpy arrays
 
@@ -96,7 +96,7 @@ class FixedArray:
         stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
         if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
-        self._raw = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
+        self._ints = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
         self._fmt = fmt
         self._float_cache = self._max_abs_cache = None
 
@@ -104,23 +104,37 @@ class FixedArray:
     def _trusted(cls, raw: np.ndarray, fmt: QFormat) -> "FixedArray":
         """Wrap raw integers already known to be in range; converts to fmt's storage."""
         out = object.__new__(cls)
-        out._raw = _frozen(q.to_storage(np.asarray(raw), fmt))
+        out._ints = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
         out._float_cache = out._max_abs_cache = None
         return out
 
-    def _view(self, raw: np.ndarray, float_view: np.ndarray | None, same_elements: bool) -> "FixedArray":
-        """A FixedArray over a view of raw, carrying the caches that stay valid."""
-        out = FixedArray._trusted(raw, self._fmt)
-        out._float_cache = float_view
-        if same_elements:
-            out._max_abs_cache = self._max_abs_cache
+    @classmethod
+    def _trusted_float(cls, values: np.ndarray, fmt: QFormat) -> "FixedArray":
+        """Wrap a float64 array holding the exact raw integers (each |value| <= 2**53, in range);
+        the int64 ``raw`` is made from it only when asked for."""
+        out = object.__new__(cls)
+        out._ints = None
+        out._fmt = fmt
+        out._float_cache = _frozen(values)
+        out._max_abs_cache = None
         return out
+
+    def _view(self, ints: np.ndarray | None, floats: np.ndarray | None, same_elements: bool) -> "FixedArray":
+        """A FixedArray over views of the storage, carrying the caches that stay valid."""
+        out = object.__new__(FixedArray)
+        out._ints, out._fmt, out._float_cache = ints, self._fmt, floats
+        out._max_abs_cache = self._max_abs_cache if same_elements else None
+        return out
+
+    def _storage(self) -> np.ndarray:
+        """Whichever array is present (for shapes): the ints, else the exact float copy."""
+        return self._ints if self._ints is not None else self._float_cache
 
     def _float64(self) -> np.ndarray | None:
         """raw as float64 (cached; exact) when every value of the format is below 2**53, else None."""
         if self._float_cache is None and self._fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:
-            cached = self._raw.astype(np.float64)
+            cached = self._ints.astype(np.float64)
             cached.flags.writeable = False
             self._float_cache = cached
         return self._float_cache
@@ -128,7 +142,7 @@ class FixedArray:
     def _max_abs(self) -> int:
         """max |raw| as a Python int (cached)."""
         if self._max_abs_cache is None:
-            self._max_abs_cache = max_abs(self._raw)
+            self._max_abs_cache = max_abs(self._storage())
         return self._max_abs_cache
 
     # -- construction --------------------------------------------------------------------
@@ -173,7 +187,7 @@ class FixedArray:
         :class:`RangeError` on any out-of-range value. ``rng`` is required by ``STOCH``.
         """
         fmt = as_format(fmt)
-        raw, out_of_range = q.requantize(self._raw, self._fmt, fmt, rounding, overflow, rng)
+        raw, out_of_range = q.requantize(self.raw, self._fmt, fmt, rounding, overflow, rng)
         if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(raw, out_of_range, fmt, f"cast {self._fmt} -> {fmt}")
         return FixedArray._trusted(raw, fmt)
@@ -182,7 +196,9 @@ class FixedArray:
     @property
     def raw(self) -> np.ndarray:
         """The raw integers (read-only; int64, or object of Python ints for wide formats)."""
-        return self._raw
+        if self._ints is None:  # held as an exact float64 copy so far
+            self._ints = _frozen(self._float_cache.astype(np.int64))
+        return self._ints
 
     @property
     def fmt(self) -> QFormat:
@@ -191,44 +207,44 @@ class FixedArray:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self._raw.shape
+        return self._storage().shape
 
     @property
     def ndim(self) -> int:
-        return self._raw.ndim
+        return self._storage().ndim
 
     @property
     def size(self) -> int:
-        return self._raw.size
+        return self._storage().size
 
     @property
     def dtype(self) -> np.dtype:
         """Storage dtype of ``raw``: int64, or object (Python ints) beyond 64 bits."""
-        return self._raw.dtype
+        return np.dtype(np.int64) if self._ints is None else self._ints.dtype
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._storage())
 
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
 
+    def _map(self, op: Callable[[np.ndarray], np.ndarray], same_elements: bool) -> "FixedArray":
+        ints, floats = self._ints, self._float_cache
+        return self._view(None if ints is None else op(ints), None if floats is None else op(floats), same_elements)
+
     def __getitem__(self, key: Any) -> "FixedArray":
-        f = self._float_cache
-        return self._view(self._raw[key], None if f is None else f[key], same_elements=False)
+        return self._map(lambda a: np.asarray(a[key]), same_elements=False)
 
     @property
     def T(self) -> "FixedArray":
-        f = self._float_cache
-        return self._view(self._raw.T, None if f is None else f.T, same_elements=True)
+        return self._map(lambda a: a.T, same_elements=True)
 
     def transpose(self, *axes: int) -> "FixedArray":
-        f = self._float_cache
-        return self._view(self._raw.transpose(*axes), None if f is None else f.transpose(*axes), same_elements=True)
+        return self._map(lambda a: a.transpose(*axes), same_elements=True)
 
     def reshape(self, *shape: Any) -> "FixedArray":
-        f = self._float_cache
-        return self._view(self._raw.reshape(*shape), None if f is None else f.reshape(*shape), same_elements=True)
+        return self._map(lambda a: a.reshape(*shape), same_elements=True)
 
     def ravel(self) -> "FixedArray":
         return self.reshape(-1)
@@ -236,14 +252,16 @@ class FixedArray:
     def to_float(self) -> np.ndarray:
         """Values as float64 (each rounded to the nearest float64; for display and comparison)."""
         frac = self._fmt.frac
-        if self._raw.dtype == np.int64:
-            return np.ldexp(self._raw.astype(np.float64), -frac)
+        if self._float_cache is not None:
+            return np.ldexp(self._float_cache, -frac)
+        if self._ints.dtype == np.int64:
+            return np.ldexp(self._ints.astype(np.float64), -frac)
         if frac >= 0:
             scale = 1 << frac
             convert: Callable[[int], float] = lambda v: v / scale  # noqa: E731 - correctly rounded
         else:
             convert = lambda v: float(v << -frac)  # noqa: E731
-        return np.vectorize(convert, otypes=[np.float64])(self._raw) if self.size else np.zeros(self.shape)
+        return np.vectorize(convert, otypes=[np.float64])(self._ints) if self.size else np.zeros(self.shape)
 
     def identical(self, other: "FixedArray") -> bool:
         """True when ``other`` has the same format, shape and raw integers."""
@@ -251,25 +269,25 @@ class FixedArray:
             isinstance(other, FixedArray)
             and self._fmt == other._fmt
             and self.shape == other.shape
-            and bool(np.all(self._raw == other._raw))
+            and bool(np.all(self.raw == other.raw))
         )
 
     def __repr__(self) -> str:
         values = np.array2string(self.to_float(), separator=", ", threshold=64)
-        raws = np.array2string(self._raw, separator=", ", threshold=64)
+        raws = np.array2string(self.raw, separator=", ", threshold=64)
         return f"FixedArray(fmt={self._fmt}, value={values}, raw={raws})"
 
     def __bool__(self) -> bool:
         if self.size != 1:
             raise ValueError("the truth value of a FixedArray with more than one element is ambiguous")
-        return bool(self._raw.reshape(-1)[0] != 0)
+        return bool(self.raw.reshape(-1)[0] != 0)
 
     # -- exact arithmetic --------------------------------------------------------------------
     def _aligned(self, fmt: QFormat) -> np.ndarray:
         """raw rescaled to ``fmt.frac`` (exact left shift), stored as ``fmt`` requires."""
         shift = fmt.frac - self._fmt.frac
         assert shift >= 0, "alignment only ever adds fractional bits"
-        raw = self._raw if fmt.fits_int64 else q.to_object(self._raw)
+        raw = self.raw if fmt.fits_int64 else q.to_object(self.raw)
         return raw << shift if shift else raw
 
     def __add__(self, other: Any) -> "FixedArray":
@@ -301,7 +319,7 @@ class FixedArray:
         other = _operand(other, "*")
         fmt = mul_format(self._fmt, other._fmt)
         _broadcast_shape(self, other, "*")
-        a, b = (self._raw, other._raw) if fmt.fits_int64 else (q.to_object(self._raw), q.to_object(other._raw))
+        a, b = (self.raw, other.raw) if fmt.fits_int64 else (q.to_object(self.raw), q.to_object(other.raw))
         return FixedArray._trusted(a * b, fmt)
 
     def __rmul__(self, other: Any) -> "FixedArray":
@@ -315,7 +333,9 @@ class FixedArray:
     def __lshift__(self, n: int) -> "FixedArray":
         """Multiply by ``2**n`` exactly: same raw integers, ``frac - n`` (as APyTypes ``<<``)."""
         n = _shift_amount(n)
-        return FixedArray._trusted(self._raw, QFormat(self._fmt.word, self._fmt.frac - n, self._fmt.signed))
+        out = self._view(self._ints, self._float_cache, same_elements=True)
+        out._fmt = QFormat(self._fmt.word, self._fmt.frac - n, self._fmt.signed)
+        return out
 
     def __rshift__(self, n: int) -> "FixedArray":
         """Divide by ``2**n`` exactly: same raw integers, ``frac + n`` (as APyTypes ``>>``)."""
@@ -326,7 +346,7 @@ class FixedArray:
         axes = tuple(range(self.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
         n = int(np.prod([self.shape[a] for a in axes], dtype=np.int64)) if axes else 1
         fmt = sum_format(self._fmt, n)
-        raw = self._raw if fmt.fits_int64 else q.to_object(self._raw)
+        raw = self.raw if fmt.fits_int64 else q.to_object(self.raw)
         total = np.sum(raw, axis=axis, keepdims=keepdims, dtype=raw.dtype)
         return FixedArray._trusted(np.asarray(total, dtype=raw.dtype), fmt)
 
@@ -400,8 +420,11 @@ def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
         )
     fmt = matmul_format(a.fmt, b.fmt, k)
     if fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:  # the formats alone prove one float64 product exact
-        return FixedArray._trusted(np.matmul(a._float64(), b._float64()).astype(np.int64), fmt)
-    product = exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a._float64(), b._float64())
+        return FixedArray._trusted_float(np.matmul(a._float64(), b._float64()), fmt)
+    a_float, b_float = a._float64(), b._float64()
+    if a_float is not None and b_float is not None and a._max_abs() * b._max_abs() * k <= FLOAT64_EXACT_LIMIT:
+        return FixedArray._trusted_float(np.matmul(a_float, b_float), fmt)  # the data prove it exact
+    product = exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a_float, b_float)
     return FixedArray._trusted(product, fmt)
 
 

@@ -496,7 +496,9 @@ def _raw_input(value: Any, datapath: Datapath | None) -> np.ndarray:
 
 
 def _fixed_output(raw: np.ndarray, fmt: QFormat) -> FixedArray:
-    return FixedArray._trusted(raw.astype(np.int64) if raw.dtype == np.float64 else raw, fmt)
+    if raw.dtype == np.float64:  # exact integers: the int64 copy is made only if asked for
+        return FixedArray._trusted_float(raw, fmt)
+    return FixedArray._trusted(raw, fmt)
 
 
 def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool = False,
