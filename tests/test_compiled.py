@@ -107,3 +107,25 @@ def test_source_is_readable_straight_line_code():
     step = compile_step(MLP([2, 2]), Datapath.seed(16, 10), 1)
     assert step.source.startswith("def step(rng, w0, b0, x, y):")
     assert "q.round_float(" in step.source and "np.clip(" in step.source
+
+
+def test_batched_seed_network_is_bit_identical():
+    net = MLP([3, 7, 7, 5], seed=0)
+    dp = Datapath.seed(24, 12)
+    ar = FixedArithmetic(dp)
+    p = net.params_in(ar, net.init_params())
+    rng = np.random.default_rng(3)
+    x, y = ar.data(rng.random((1024, 3)), "input"), ar.data(rng.random((1024, 5)) * 30, "target")
+    grads, new, _, _ = generic_step(net, ar, p, x, y, None)
+    c_new, _, _ = compile_step(net, dp, 1024, update=True).train_step(p, x, y)
+    for a, b in zip(new, c_new):
+        assert a.weight.identical(b.weight) and a.bias.identical(b.bias)
+
+
+def test_exact_float_matmul_falls_back_to_exact_blocks():
+    from fixprop.nn.compiled import _exact_float_matmul
+
+    a = np.full((2, 1024), float(2**23 - 1))
+    b = np.full((1024, 3), -float(2**23 - 1))
+    got = _exact_float_matmul(a, b)
+    assert got.dtype == np.int64 and int(got[0, 0]) == -1024 * (2**23 - 1) ** 2

@@ -28,7 +28,7 @@ from fixprop.datapath import Datapath
 from fixprop.errors import FixpropError, ModeError
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray, constant_raw
-from fixprop.fixed.blas import exact_matmul
+from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs
 from fixprop.fixed.format import (
     QFormat,
     add_format,
@@ -62,8 +62,12 @@ def _kind(fmt: QFormat | None) -> str:
 
 
 def _exact_float_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact product of float64 arrays holding integers (< 2**53): BLAS blocks or limbs, int64 result."""
-    return exact_matmul(a.astype(np.int64), b.astype(np.int64), a_float=a, b_float=b)
+    """Exact product of float64 arrays holding integers (< 2**53), as int64: one BLAS call when
+    the data bound every partial sum by 2**53, else BLAS blocks or limbs (``fixed/blas.py``)."""
+    a_max, b_max = max_abs(a), max_abs(b)
+    if a_max * b_max * a.shape[-1] <= FLOAT64_EXACT_LIMIT:
+        return np.matmul(a, b).astype(np.int64)
+    return exact_matmul(a.astype(np.int64), b.astype(np.int64), a_max, b_max, a, b)
 
 
 class _Code:
