@@ -115,3 +115,20 @@ def test_storage_and_extremes(word, signed):
     wide = x.cast(QFormat(word + 70, 70, signed), "TRN", None)
     assert wide.raw.tolist() == [lo << 70, hi << 70]
     assert wide.cast(x.fmt, "RND_CONV", None).identical(x)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_float_rounding_kernel_in_place(rounding):
+    """quantize.round_float (used by from_float and the compiled step) on ties, near-ties and signs."""
+    from fractions import Fraction
+
+    from fixprop.fixed import quantize
+    from fixprop.fixed.modes import Rounding
+    from oracle import round_fraction
+
+    values = np.array([k / 4 for k in range(-41, 42)] + [2.0**50 + 0.5, -(2.0**50) - 0.5, 1e-300, -1e-300])
+    expected = [round_fraction(Fraction(v), rounding) for v in values]
+    assert quantize.round_float(values, Rounding[rounding]).astype(object).tolist() == expected
+    buffer = values.copy()
+    quantize.round_float(buffer, Rounding[rounding], out=buffer)
+    assert buffer.astype(object).tolist() == expected

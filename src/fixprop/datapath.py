@@ -262,9 +262,7 @@ class Datapath:
         for role in ROLES:
             if role in self.roles:
                 lines += ["", f"[roles.{role}]"]
-                for key, value in self.roles[role].to_toml_table().items():
-                    lines.append(f"{key} = " + (f'"{value}"' if isinstance(value, str) else str(value).lower()
-                                                if isinstance(value, bool) else str(value)))
+                lines += [f"{key} = {_toml_value(value)}" for key, value in self.roles[role].to_toml_table().items()]
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
@@ -318,6 +316,15 @@ class Datapath:
         lines.append(f"  relu'(0) = {self.relu_grad_at_zero}, learning rate {lr}"
                      + (f", momentum {self.momentum.quantized!r} ({self.momentum.fmt})" if self.momentum else ""))
         return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for a string, bool or int."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _no_unknown(table: dict, allowed: set[str], source: str, where: str) -> None:

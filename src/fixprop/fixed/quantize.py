@@ -366,12 +366,15 @@ def round_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None = None
         return np.floor(np.add(v, 0.5, out=out), out=out)
     if rounding is Rounding.RND_MIN_INF:
         return np.ceil(np.subtract(v, 0.5, out=out), out=out)
-    up, down = np.floor(v + 0.5), np.ceil(v - 0.5)  # ties up / ties down
-    if rounding is Rounding.RND_INF:
-        return np.where(v >= 0, up, down) if out is None else np.copyto(out, np.where(v >= 0, up, down)) or out
-    if rounding is Rounding.RND_ZERO:
-        return np.where(v >= 0, down, up) if out is None else np.copyto(out, np.where(v >= 0, down, up)) or out
-    raise ModeError(f"round_float handles deterministic modes only, not {rounding}")
+    if rounding not in (Rounding.RND_INF, Rounding.RND_ZERO):
+        raise ModeError(f"round_float handles deterministic modes only, not {rounding}")
+    ties_up, ties_down = np.floor(v + 0.5), np.ceil(v - 0.5)
+    away_from_zero = rounding is Rounding.RND_INF
+    result = np.where(v >= 0, ties_up, ties_down) if away_from_zero else np.where(v >= 0, ties_down, ties_up)
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 def as_exact_array(x) -> np.ndarray:

@@ -165,7 +165,12 @@ class Sym:
         return self._new(f"exact_matmul({self.stored_as('i')}, {other.stored_as('i')})", fmt, shape, "i")._recast(kind)
 
     def _recast(self, kind: str) -> "Sym":
+        """The same value in storage ``kind``."""
         return self if kind == self.kind else Sym(self.code, self.stored_as(kind), self.fmt, self.shape, kind)
+
+    def _recast_to(self, dst: QFormat) -> "Sym":
+        """The same values in a format that holds them all (same fraction): only storage may change."""
+        return Sym(self.code, self.stored_as(_kind(dst)), dst, self.shape, _kind(dst))
 
     def sum(self, axis: int = 0) -> "Sym":
         n = self.shape[axis]
@@ -288,10 +293,6 @@ class _TracingArithmetic:
         self.float_settings = float_settings
         self.rng_used = False
 
-    @property
-    def name(self) -> str:
-        return "compiled-fixed" if self.datapath is not None else "compiled-float"
-
     def data(self, x: Sym, role: str) -> Sym:
         return self.cast(x, role)
 
@@ -396,14 +397,6 @@ def _select_format(fmt: QFormat, other: QFormat, constant: Any) -> QFormat:
         if constant_raw(fmt, int(constant)) is not None:
             return fmt
     return union_format(fmt, other)
-
-
-def _recast_to(self: Sym, dst: QFormat) -> Sym:
-    """Same values, a different (wider, same-fraction) format: only the storage may change."""
-    return Sym(self.code, self.stored_as(_kind(dst)), dst, self.shape, _kind(dst))
-
-
-Sym._recast_to = _recast_to  # type: ignore[attr-defined]
 
 
 @dataclass
