@@ -129,3 +129,34 @@ def test_exact_float_matmul_falls_back_to_exact_blocks():
     b = np.full((1024, 3), -float(2**23 - 1))
     got = _exact_float_matmul(a, b)
     assert got.dtype == np.int64 and int(got[0, 0]) == -1024 * (2**23 - 1) ** 2
+
+
+@pytest.mark.parametrize("dp", [Datapath.seed(24, 12), mixed_datapath()], ids=["seed24", "mixed"])
+def test_batched_step_equals_a_per_sample_loop(dp):
+    """Every per-sample stage of a batch equals that sample run alone, and the batch gradients
+    equal the per-sample exact products summed in a loop and cast once (docs/datapath.md)."""
+    net = MLP([3, 6, 4], activation="relu", output_activation="hard_tanh", loss="sse", init="uniform_neg")
+    ar = FixedArithmetic(dp)
+    p = net.params_in(ar, net.init_params(seed=5))
+    rng = np.random.default_rng(7)
+    batch = 9
+    x, y = ar.data(rng.uniform(-1, 1, (batch, 3)), "input"), ar.data(rng.uniform(-1, 1, (batch, 4)), "target")
+    trace = net.forward(ar, p, x)
+    grads = net.backward(ar, p, trace, y)
+    compiled = compile_step(net, dp, batch).gradients(p, x, y)
+    sums = [[None, None] for _ in grads]
+    for b in range(batch):
+        t1 = net.forward(ar, p, x[b:b + 1])
+        g1 = net.backward(ar, p, t1, y[b:b + 1])
+        for layer, (whole, one) in enumerate(zip(trace.layers, t1.layers)):
+            assert whole.pre[b:b + 1].identical(one.pre) and whole.act[b:b + 1].identical(one.act)
+        for layer, (whole, one) in enumerate(zip(grads, g1)):
+            assert whole.local_error[b:b + 1].identical(one.local_error)
+            product = one.local_error.T @ t1.layers[layer].input  # this sample's exact outer product
+            bias = one.local_error.sum(axis=0)
+            sums[layer][0] = product if sums[layer][0] is None else sums[layer][0] + product
+            sums[layer][1] = bias if sums[layer][1] is None else sums[layer][1] + bias
+    for layer, g in enumerate(grads):
+        assert g.weight_grad.identical(ar.cast(sums[layer][0], "weight_grad"))
+        assert g.bias_grad.identical(ar.cast(sums[layer][1], "bias_grad"))
+        assert compiled[layer][0].identical(g.weight_grad) and compiled[layer][1].identical(g.bias_grad)
