@@ -126,9 +126,35 @@ def test_float_rounding_kernel_in_place(rounding):
     from fixprop.fixed.modes import Rounding
     from oracle import round_fraction
 
-    values = np.array([k / 4 for k in range(-41, 42)] + [2.0**50 + 0.5, -(2.0**50) - 0.5, 1e-300, -1e-300])
+    below_half = 0.49999999999999994  # 0.5 - 2**-54: v + 0.5 rounds to 1.0 in float64
+    values = np.array([k / 4 for k in range(-41, 42)] + [2.0**50 + 0.5, -(2.0**50) - 0.5, 1e-300, -1e-300,
+                                                         below_half, -below_half, 1.5 - 2**-52, 2**51 - 0.5])
     expected = [round_fraction(Fraction(v), rounding) for v in values]
     assert quantize.round_float(values, Rounding[rounding]).astype(object).tolist() == expected
     buffer = values.copy()
     quantize.round_float(buffer, Rounding[rounding], out=buffer)
     assert buffer.astype(object).tolist() == expected
+    # the same decisions through from_float, alone and beside a value that takes the exact path
+    for neighbours in ([], [1e300]):
+        got = FixedArray.from_float(np.array([below_half, -below_half] + neighbours), "s64.0", rounding)
+        assert got.raw.tolist()[:2] == [round_fraction(Fraction(below_half), rounding),
+                                        round_fraction(Fraction(-below_half), rounding)]
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_scaled_float_rounding_kernel(rounding):
+    """quantize.round_scaled_float on raw * 2**-s with |raw| <= 2**51, s in 1..52 (its contract)."""
+    from fractions import Fraction
+
+    from fixprop.fixed import quantize
+    from fixprop.fixed.modes import Rounding
+    from oracle import round_fraction
+
+    rng = np.random.default_rng(11)
+    for s in (1, 2, 13, 51, 52):
+        half = 1 << (s - 1)
+        raws = [0, 1, -1, half, -half, half - 1, -half + 1, 3 * half, 2**51, -(2**51), 2**51 - 1]
+        raws += [int(v) for v in rng.integers(-(2**51), 2**51, 50)]
+        v = np.array(raws, dtype=np.float64) * 2.0**-s
+        expected = [round_fraction(Fraction(r, 2**s), rounding) for r in raws]
+        assert quantize.round_scaled_float(v.copy(), Rounding[rounding]).astype(object).tolist() == expected

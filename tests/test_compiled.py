@@ -106,7 +106,7 @@ def test_model_uses_the_compiled_step_and_falls_back():
 def test_source_is_readable_straight_line_code():
     step = compile_step(MLP([2, 2]), Datapath.seed(16, 10), 1)
     assert step.source.startswith("def step(rng, w0, b0, x, y):")
-    assert "q.round_float(" in step.source and "np.clip(" in step.source
+    assert "q.round_scaled_float(" in step.source and "np.clip(" in step.source
 
 
 def test_batched_seed_network_is_bit_identical():

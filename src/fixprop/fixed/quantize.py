@@ -56,18 +56,41 @@ def storage_for_bits(raw: np.ndarray, magnitude_bits: int) -> np.ndarray:
 
 
 # -- rounding ------------------------------------------------------------------------------
-def _uniform_below_pow2(shift, shape, rng: np.random.Generator, as_object: bool):
-    """Independent uniform integers in ``[0, 2**shift)``, one per element (row-major order)."""
-    if not as_object:
-        return rng.integers(0, np.left_shift(np.int64(1), shift), size=shape, dtype=np.int64)
-    shifts = np.broadcast_to(np.asarray(shift, dtype=object), shape)
-    out = np.empty(shape, dtype=object)
-    for index, s in np.ndenumerate(shifts):
-        s = int(s)
-        nbytes = (s + 7) // 8
-        draw = int.from_bytes(rng.bytes(nbytes), "little") if nbytes else 0
-        out[index] = draw >> (8 * nbytes - s)
+#: Random bits each element consumes per stochastic cast: one 64-bit word of the generator.
+STOCH_WORD_BITS = 64
+
+
+def stochastic_round_up(dropped: np.ndarray, shift, rng: np.random.Generator) -> np.ndarray:
+    """Which elements round up: True with probability exactly ``dropped / 2**shift``.
+
+    Every element consumes one 64-bit word ``W`` of ``rng.bit_generator.random_raw``, in
+    row-major order, whatever its storage or its neighbours: it rounds up when
+    ``W < dropped * 2**(64 - shift)`` (the dropped fraction as a 64-bit binary fraction). When
+    ``shift > 64`` and ``W`` equals the fraction's top 64 bits (probability 2**-64), the element
+    draws further words for the remaining bits in the same way, so the probability stays exact.
+    """
+    shape = np.shape(dropped)
+    words = rng.bit_generator.random_raw(size=shape) if shape else np.uint64(rng.bit_generator.random_raw())
+    words = np.asarray(words, dtype=np.uint64)
+    shifts = np.broadcast_to(np.asarray(shift), shape)
+    if dropped.dtype == np.int64 and (shifts.size == 0 or int(shifts.max()) <= MAX_INT64_SHIFT):
+        # dropped < 2**shift <= 2**62: the threshold fits 64 unsigned bits
+        threshold = dropped.astype(np.uint64) << (STOCH_WORD_BITS - shifts).astype(np.uint64)
+        return words < threshold
+    out = np.empty(shape, dtype=bool)
+    for index in np.ndindex(*shape):
+        out[index] = _stochastic_decision(int(dropped[index]), int(shifts[index]), int(words[index]), rng)
     return out
+
+
+def _stochastic_decision(dropped: int, shift: int, word: int, rng: np.random.Generator) -> bool:
+    if shift <= STOCH_WORD_BITS:
+        return word < (dropped << (STOCH_WORD_BITS - shift))
+    rest = shift - STOCH_WORD_BITS
+    top, low = dropped >> rest, dropped & ((1 << rest) - 1)
+    if word != top:
+        return word < top
+    return _stochastic_decision(low, rest, int(rng.bit_generator.random_raw()), rng)
 
 
 def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random.Generator | None = None):
@@ -78,7 +101,7 @@ def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random
         shift: number of dropped bits, an int >= 0 or an integer array broadcastable to raw.
             int64 input needs ``shift <= 62``; callers widen to object beyond that.
         rounding: the mode; ``STOCH`` rounds up with probability ``dropped / 2**shift``
-            using ``rng`` (one uniform draw of ``shift`` bits per element, row-major).
+            using ``rng`` (see :func:`stochastic_round_up`: one 64-bit word per element).
     Returns:
         integer array of the same storage as ``raw`` (values never exceed |raw| + 1).
     """
@@ -110,8 +133,7 @@ def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random
                 "rounding STOCH needs rng=numpy.random.Generator (e.g. np.random.default_rng(seed)); "
                 f"got rng={rng!r}"
             )
-        draw = _uniform_below_pow2(shift, np.shape(raw), rng, raw.dtype == object)
-        up = draw < dropped
+        up = stochastic_round_up(np.asarray(dropped), shift, rng)
     else:  # pragma: no cover - the enum is closed
         raise ModeError(f"unhandled rounding mode {rounding}")
     return floor + np.asarray(up, dtype=bool)
@@ -349,10 +371,11 @@ FLOAT_ROUNDING_LIMIT = 2.0**51
 
 
 def round_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None = None) -> np.ndarray:
-    """Round float64 values |v| < 2**51 to integral float64 values by a deterministic mode.
+    """Round float64 values |v| < 2**51 to integral float64 values by a deterministic mode, exactly.
 
-    Exact: below 2**51, ``v +- 0.5`` is exact, so each mode is one exact float operation
-    (``out=v`` rounds in place).
+    ``floor(v)`` and the midpoint ``floor(v) + 0.5`` are exact floats, and comparing v with the
+    midpoint is exact, so ties are decided on v's exact value (``v + 0.5`` and ``v - floor(v)``
+    are not always exact: 0.49999999999999994 + 0.5 rounds to 1.0). ``out=v`` rounds in place.
     """
     if rounding is Rounding.TRN:
         return np.floor(v, out=out)
@@ -362,19 +385,31 @@ def round_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None = None
         return np.trunc(v, out=out)
     if rounding is Rounding.RND_CONV:
         return np.rint(v, out=out)  # IEEE round half to even
+    floor = np.floor(v)
+    midpoint = floor + 0.5
+    if rounding is Rounding.RND:
+        up = v >= midpoint
+    elif rounding is Rounding.RND_MIN_INF:
+        up = v > midpoint
+    elif rounding is Rounding.RND_INF:
+        up = (v > midpoint) | ((v == midpoint) & (v >= 0))
+    elif rounding is Rounding.RND_ZERO:
+        up = (v > midpoint) | ((v == midpoint) & (v < 0))
+    else:
+        raise ModeError(f"round_float handles deterministic modes only, not {rounding}")
+    return np.add(floor, up, out=out)
+
+
+def round_scaled_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`round_float` for values ``v = raw * 2**-s`` with |raw| <= 2**51 and 1 <= s <= 52
+    (the compiled step's casts), where ``v +- 0.5 = (raw +- 2**(s-1)) * 2**-s`` has a numerator
+    below 2**52 and is exact: RND is ``floor(v + 0.5)``, RND_MIN_INF ``ceil(v - 0.5)``.
+    """
     if rounding is Rounding.RND:
         return np.floor(np.add(v, 0.5, out=out), out=out)
     if rounding is Rounding.RND_MIN_INF:
         return np.ceil(np.subtract(v, 0.5, out=out), out=out)
-    if rounding not in (Rounding.RND_INF, Rounding.RND_ZERO):
-        raise ModeError(f"round_float handles deterministic modes only, not {rounding}")
-    ties_up, ties_down = np.floor(v + 0.5), np.ceil(v - 0.5)
-    away_from_zero = rounding is Rounding.RND_INF
-    result = np.where(v >= 0, ties_up, ties_down) if away_from_zero else np.where(v >= 0, ties_down, ties_up)
-    if out is None:
-        return result
-    out[...] = result
-    return out
+    return round_float(v, rounding, out=out)
 
 
 def as_exact_array(x) -> np.ndarray:

@@ -312,7 +312,8 @@ class _TracingArithmetic:
             work = "i"
         elif plan.shift > 0 and x.kind == "f":  # scale exactly, then round in place
             var = code.emit(f"{x.var} * {float(2.0 ** -plan.shift)!r}")
-            code.lines.append(f"    q.round_float({var}, Rounding.{spec.rounding.name}, out={var})")
+            kernel = "round_scaled_float" if plan.shift <= FLOAT_STORAGE_BITS else "round_float"
+            code.lines.append(f"    q.{kernel}({var}, Rounding.{spec.rounding.name}, out={var})")
             work = "f"
         elif plan.shift > 0:
             var = code.emit(f"q.round_shift_right_int64({x.var}, {plan.shift}, Rounding.{spec.rounding.name})")
