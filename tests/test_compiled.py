@@ -160,3 +160,13 @@ def test_batched_step_equals_a_per_sample_loop(dp):
         assert g.weight_grad.identical(ar.cast(sums[layer][0], "weight_grad"))
         assert g.bias_grad.identical(ar.cast(sums[layer][1], "bias_grad"))
         assert compiled[layer][0].identical(g.weight_grad) and compiled[layer][1].identical(g.bias_grad)
+
+
+def test_model_rejects_mismatched_batches():
+    import fixprop
+
+    model = MLP([3, 4, 2]).fixed_model(Datapath.seed(16, 10))
+    with pytest.raises(fixprop.ShapeError, match="x has 8 samples but y has 1"):
+        model.train_step(np.zeros((8, 3)), np.zeros((1, 2)))
+    with pytest.raises(fixprop.ShapeError, match="batch >= 1"):
+        model.train_step(np.zeros((0, 3)), np.zeros((0, 2)))

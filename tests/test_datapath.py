@@ -82,3 +82,14 @@ def test_missing_role_and_missing_file(tmp_path):
         Datapath.from_toml(text)
     with pytest.raises(fixprop.ConfigError, match="cannot read datapath file"):
         Datapath.load(tmp_path / "missing.toml")
+
+
+def test_constants_that_vanish_and_full_width_signedness_are_errors():
+    with pytest.raises(fixprop.ConfigError, match="lr = 0.001 is 0 in its format u8.8"):
+        Datapath(Datapath.uniform(16, 8).roles, lr_shift=None, lr=FixedConstant(0.001, QFormat(8, 8, False)))
+    text = GOOD.replace('[roles.acc]\nformat = "s16.8"', '[roles.acc]\nword = "full"\nfrac = 8\nsigned = false')
+    with pytest.raises(fixprop.ConfigError, match=r"\[roles.acc\]: signed applies to a fixed word"):
+        Datapath.from_toml(text, source="dp.toml")
+    with pytest.raises(fixprop.ConfigError, match=r"dp.toml \[roles.act\]: cannot parse format"):
+        Datapath.from_toml(GOOD.replace('[roles.act]\nformat = "s16.8"', '[roles.act]\nformat = "s16"'),
+                           source="dp.toml")

@@ -66,7 +66,7 @@ def test_word_below_one(word):
 
 @pytest.mark.parametrize("bad", [("24", 12), (24.0, 12), (24, 1.5), (True, 0)])
 def test_non_integer_format_fields(bad):
-    with pytest.raises(fixprop.FormatError, match="must be a Python int"):
+    with pytest.raises(fixprop.FormatError, match="must be an integer"):
         QFormat(*bad)
 
 
@@ -126,3 +126,29 @@ def test_errors_are_fixprop_errors():
     for cls in (fixprop.FormatError, fixprop.ModeError, fixprop.RangeError, fixprop.NonFiniteError,
                 fixprop.ShapeError, fixprop.RawTypeError):
         assert issubclass(cls, fixprop.FixpropError)
+
+
+def test_zero_dimensional_values():
+    assert FixedArray.from_float(0.5, "s8.4").raw.tolist() == 8
+    assert FixedArray([100] * 3, "s8.0").sum().cast("s8.0").raw.tolist() == 127
+    assert FixedArray(300, "s8.0", overflow="SAT").raw.tolist() == 127
+    assert FixedArray.from_float(1e300, "s8.0").raw.tolist() == 127
+    assert FixedArray(2**70, "s80.4").cast("s70.0", "RND").raw.tolist() == 2**66
+    assert FixedArray(-7, "s8.1").cast("s8.0", "RND_CONV").raw.tolist() == -4  # -3.5 -> -4 (even)
+
+
+def test_numpy_integers_make_formats():
+    assert QFormat(np.int64(16), np.int32(8), np.bool_(False)) == QFormat(16, 8, False)
+
+
+def test_inputs_that_would_lose_bits_are_refused():
+    with pytest.raises(fixprop.RawTypeError, match="long double"):
+        FixedArray.from_float(np.array([np.longdouble(1)]), "s8.0")
+    with pytest.raises(fixprop.RawTypeError, match="booleans"):
+        FixedArray.from_float([True], "s8.4")
+
+
+def test_wide_matmul_results_are_stored_as_python_ints():
+    a = FixedArray(np.ones((3, 64), dtype=np.int64), "s32.0") @ FixedArray(np.ones((64, 3), dtype=np.int64), "s32.0")
+    assert a.fmt == QFormat(70, 0) and a.dtype == object and a.raw.dtype == object
+    assert a.raw.tolist() == [[64] * 3] * 3

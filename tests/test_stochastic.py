@@ -73,3 +73,22 @@ def test_stochastic_needs_a_generator():
     x = FixedArray([1, 2, 3], "s8.2")
     with pytest.raises(fixprop.ModeError, match="numpy.random.Generator"):
         x.cast("s8.0", "STOCH")
+
+
+def test_draws_do_not_depend_on_storage_or_neighbours():
+    raws = np.arange(-500, 500) * 37
+    narrow = FixedArray(raws, "s16.8").cast("s16.0", "STOCH", rng=np.random.default_rng(5))
+    wide = FixedArray(raws.astype(object), "s80.8").cast("s16.0", "STOCH", rng=np.random.default_rng(5))
+    assert narrow.raw.tolist() == wide.raw.tolist()
+    alone = FixedArray.from_float([0.3] * 8, "s16.4", "STOCH", rng=np.random.default_rng(9))
+    beside = FixedArray.from_float([0.3] * 8 + [1e-300], "s16.4", "STOCH", rng=np.random.default_rng(9))
+    assert alone.raw.tolist() == beside.raw.tolist()[:8]
+
+
+def test_one_64_bit_word_per_element():
+    """The documented draw: round up when W < dropped * 2**(64 - s), W = random_raw() row-major."""
+    x = FixedArray([5, -3, 7, 1], "s8.3")  # dropped 3 bits when cast to s8.0
+    got = x.cast("s8.0", "STOCH", rng=np.random.default_rng(21))
+    words = np.random.default_rng(21).bit_generator.random_raw(4)
+    expected = [(r >> 3) + (int(w) < ((r & 7) << 61)) for r, w in zip([5, -3, 7, 1], words)]
+    assert got.raw.tolist() == expected

@@ -35,7 +35,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         return 0
     print(f"format {fmt} ({fmt!r}), overflow {Overflow.parse(args.overflow).name}, "
           f"range [{fmt.min:g}, {fmt.max:g}], LSB {fmt.resolution:g}")
-    header = ["rounding"] + [f"{v:g}" for v in values]
+    header = ["rounding"] + [repr(float(v)) for v in values]
     table = [header] + [[r["rounding"]] + [f"{v:g} ({raw})" for v, raw in zip(r["value"], r["raw"])]
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -46,10 +46,25 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _parse_shape(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace("[", "").replace("]", "").split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--shape must be comma-separated layer sizes such as 3,7,7,5; got {text!r}") from None
+    parts = text.replace("[", "").replace("]", "").split(",")
+    if not all(part.strip().isdigit() for part in parts):
+        raise ConfigError(f"--shape must be comma-separated positive layer sizes such as 3,7,7,5; got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def datapath_from_args(args: argparse.Namespace) -> Datapath:
@@ -78,8 +93,8 @@ def add_datapath_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounding", help="rounding mode of every role (default: the preset's, RND_CONV)")
     parser.add_argument("--overflow", help="overflow mode of every role (default: the preset's, SAT)")
     parser.add_argument("--datapath", metavar="FILE.toml", help="read the datapath from a TOML file instead")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and data (default 0)")
-    parser.add_argument("--batch", type=int, default=1, help="samples per gradient (default 1)")
+    parser.add_argument("--seed", type=_count(0), default=0, help="seed of the initial weights and data (default 0)")
+    parser.add_argument("--batch", type=_count(1), default=1, help="samples per gradient (default 1)")
     parser.add_argument("--init", default="uniform", help="uniform (default), uniform_neg, ones, he, glorot")
     parser.add_argument("--activation", default="relu", help="relu (default), leaky_relu[:k], linear, hard_tanh")
     parser.add_argument("--output-activation", help="last layer's activation (default: --activation)")
@@ -142,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_datapath_options(verify)
     verify.add_argument("--reference", default="autograd", choices=[*BACKENDS, "all"],
                         help="autodiff reference (default autograd; all = every installed one)")
-    verify.add_argument("--repeats", type=int, default=20, help="timed repetitions per gradient (default 20)")
+    verify.add_argument("--repeats", type=_count(1), default=20, help="timed repetitions per gradient (default 20)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=_cmd_verify)
 
@@ -166,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--rounding", default="all",
                           help="rounding mode name (TRN, RND_CONV, Floor, ...), STOCH, or 'all' (default)")
     quantize.add_argument("--overflow", default="SAT", help="SAT (default), WRAP, SAT_SYM or SAT_ZERO")
-    quantize.add_argument("--seed", type=int, default=0, help="seed of the generator used by STOCH")
+    quantize.add_argument("--seed", type=_count(0), default=0, help="seed of the generator used by STOCH")
     quantize.add_argument("--json", action="store_true", help="print one JSON object")
     quantize.set_defaults(run=_cmd_quantize)
     return parser
@@ -185,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except FixpropError as error:
         print(f"fixprop {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (e.g. `head`) went away: not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

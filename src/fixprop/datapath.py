@@ -125,7 +125,8 @@ class RoleCast:
             if self.word is not None:  # a full-width cast keeps the incoming signedness
                 table["signed"] = self.signed
         table["rounding"] = self.rounding.name
-        table["overflow"] = self.overflow.name
+        if self.word is not None:  # a full-width cast never overflows
+            table["overflow"] = self.overflow.name
         return table
 
 
@@ -181,7 +182,13 @@ class Datapath:
         if unknown:
             raise ConfigError(f"unknown datapath role(s) {unknown}; roles are: {', '.join(ROLES)}")
         if missing:
-            raise ConfigError(f"datapath has no cast for role(s) {missing}; every one of {', '.join(ROLES)} needs one")
+            required = ", ".join(r for r in ROLES if r != "momentum")
+            raise ConfigError(f"datapath has no cast for role(s) {missing}; every one of {required} needs one "
+                              "(and momentum when a momentum coefficient is given)")
+        for name, const in (("lr", self.lr), ("momentum", self.momentum)):
+            if const is not None and const.value != 0 and const.raw == 0:
+                raise ConfigError(f"{name} = {const.value!r} is 0 in its format {const.fmt}; "
+                                  "give the constant more fraction bits")
         state_roles = [r for r in ("input", "target", "weight", "bias", "momentum") if r in self.roles]
         open_ended = [r for r in state_roles if self.roles[r].fmt is None]
         if open_ended:
@@ -281,8 +288,16 @@ class Datapath:
         roles_doc = doc.get("roles")
         if not isinstance(roles_doc, dict):
             raise ConfigError(f"{source}: needs a [roles.<name>] table for each of: {', '.join(ROLES)}")
+        roles = {}
+        for name, table in roles_doc.items():
+            where = f"{source} [roles.{name}]"
+            try:
+                roles[name] = _role_from_table(table, where)
+            except ConfigError:
+                raise
+            except FixpropError as error:
+                raise ConfigError(f"{where}: {error}") from None
         try:
-            roles = {name: _role_from_table(table, f"{source} [roles.{name}]") for name, table in roles_doc.items()}
             lr = _constant_from_table(doc["lr"], f"{source} [lr]") if "lr" in doc else None
             momentum = _constant_from_table(doc["momentum"], f"{source} [momentum]") if "momentum" in doc else None
             return cls(
@@ -357,7 +372,10 @@ def _role_from_table(table: Any, source: str) -> RoleCast:
     signed = table.get("signed", True)
     if not isinstance(signed, bool):
         raise ConfigError(f"{source}: signed must be true or false; got {signed!r}")
-    return RoleCast(size("word"), size("frac"), signed, rounding, overflow)
+    word = size("word")
+    if word is None and "signed" in table:
+        raise ConfigError(f"{source}: signed applies to a fixed word; a full-width cast keeps the input's sign")
+    return RoleCast(word, size("frac"), signed, rounding, overflow)
 
 
 def _constant_from_table(table: Any, source: str) -> FixedConstant:

@@ -197,7 +197,7 @@ class FixedArray:
     def raw(self) -> np.ndarray:
         """The raw integers (read-only; int64, or object of Python ints for wide formats)."""
         if self._ints is None:  # held as an exact float64 copy so far
-            self._ints = _frozen(self._float_cache.astype(np.int64))
+            self._ints = _frozen(q.to_storage(self._float_cache.astype(np.int64), self._fmt))
         return self._ints
 
     @property
@@ -220,7 +220,9 @@ class FixedArray:
     @property
     def dtype(self) -> np.dtype:
         """Storage dtype of ``raw``: int64, or object (Python ints) beyond 64 bits."""
-        return np.dtype(np.int64) if self._ints is None else self._ints.dtype
+        if self._ints is None:
+            return np.dtype(np.int64) if self._fmt.fits_int64 else np.dtype(object)
+        return self._ints.dtype
 
     def __len__(self) -> int:
         return len(self._storage())
@@ -344,6 +346,8 @@ class FixedArray:
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> "FixedArray":
         """Exact sum; the word grows by ``ceil(log2 n)`` for ``n`` summed terms."""
         axes = tuple(range(self.ndim)) if axis is None else (axis if isinstance(axis, tuple) else (axis,))
+        if any(not isinstance(a, (int, np.integer)) or not -self.ndim <= a < self.ndim for a in axes):
+            raise ShapeError(f"sum axis {axis!r} is out of range for an array of {self.ndim} dimension(s)")
         n = int(np.prod([self.shape[a] for a in axes], dtype=np.int64)) if axes else 1
         fmt = sum_format(self._fmt, n)
         raw = self.raw if fmt.fits_int64 else q.to_object(self.raw)
@@ -407,7 +411,7 @@ def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
     """Exact matrix product (numpy ``@`` shape rules); word = wa + wb + ceil(log2 K), frac = fa + fb.
 
     Computed on float64 BLAS in exact blocks, splitting operands into limbs where a single
-    product could reach 2**53 (``fixed/matmul.py``); the result is the exact integer product.
+    product could reach 2**53 (``fixed/blas.py``); the result is the exact integer product.
     """
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"@ needs arrays of at least one dimension; got shapes {a.shape} and {b.shape}")

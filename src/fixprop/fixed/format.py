@@ -8,9 +8,12 @@ This is ``ap_fixed<word, word - frac>`` / ``ap_ufixed<word, word - frac>`` in HL
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 from fractions import Fraction
 
 from fixprop.errors import FormatError
@@ -40,10 +43,13 @@ class QFormat:
     def __post_init__(self) -> None:
         for name in ("word", "frac"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
                 raise FormatError(
-                    f"QFormat {name} must be a Python int; got {value!r} ({type(value).__name__})"
+                    f"QFormat {name} must be an integer; got {value!r} ({type(value).__name__})"
                 )
+            object.__setattr__(self, name, int(value))  # numpy integers become Python ints
+        if isinstance(self.signed, np.bool_):
+            object.__setattr__(self, "signed", bool(self.signed))
         if not isinstance(self.signed, bool):
             raise FormatError(f"QFormat signed must be True or False; got {self.signed!r}")
         if self.word < 1:
@@ -95,13 +101,13 @@ class QFormat:
 
     @property
     def min(self) -> float:
-        """Smallest representable value as a float (``raw_min * 2**-frac``)."""
-        return float(Fraction(self.raw_min) / Fraction(2) ** self.frac)
+        """Smallest representable value as a float (``raw_min * 2**-frac``; -inf beyond float64)."""
+        return _to_float(Fraction(self.raw_min) / Fraction(2) ** self.frac)
 
     @property
     def max(self) -> float:
-        """Largest representable value as a float (``raw_max * 2**-frac``, rounded to float64)."""
-        return float(Fraction(self.raw_max) / Fraction(2) ** self.frac)
+        """Largest representable value as a float (``raw_max * 2**-frac`` rounded; inf beyond float64)."""
+        return _to_float(Fraction(self.raw_max) / Fraction(2) ** self.frac)
 
     @property
     def range(self) -> tuple[float, float]:
@@ -122,6 +128,13 @@ class QFormat:
     def to_dict(self) -> dict:
         """``{"word": ..., "frac": ..., "signed": ...}`` for TOML/JSON."""
         return {"word": self.word, "frac": self.frac, "signed": self.signed}
+
+
+def _to_float(value: Fraction) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def as_format(fmt: "QFormat | str") -> QFormat:

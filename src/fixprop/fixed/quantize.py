@@ -11,6 +11,7 @@ chooses the storage from the formats before computing, so int64 overflow cannot 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,6 +30,21 @@ MAX_INT64_SHIFT = 62
 
 #: A float64 significand has 53 bits, so |m| < 2**53 in ``x = m * 2**e``.
 FLOAT64_SIGNIFICAND_BITS = 53
+
+
+def _zero_d_safe(function):
+    """Run ``function`` on a 0-d input as a 1-element array and give 0-d results back
+    (numpy ops on 0-d arrays return scalars, which in-place and object arithmetic mishandle)."""
+
+    @functools.wraps(function)
+    def wrapper(raw, *args, **kwargs):
+        arr = as_exact_array(raw)
+        if arr.ndim != 0:
+            return function(arr, *args, **kwargs)
+        value, mask = function(arr.reshape(1), *args, **kwargs)
+        return np.asarray(value).reshape(()), None if mask is None else np.asarray(mask).reshape(())
+
+    return wrapper
 
 
 # -- storage -------------------------------------------------------------------------------
@@ -185,6 +201,7 @@ def overflow_bounds(fmt: QFormat, overflow: Overflow | None) -> tuple[int, int]:
     return lo, hi
 
 
+@_zero_d_safe
 def apply_overflow(
     raw: np.ndarray, fmt: QFormat, overflow: Overflow | None, want_mask: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -261,6 +278,7 @@ def cast_plan(src: QFormat, dst: QFormat, rounding: Rounding, overflow: Overflow
                      not (lo <= reach[0] and reach[1] <= hi))
 
 
+@_zero_d_safe
 def requantize(
     raw: np.ndarray,
     src: QFormat,
@@ -313,6 +331,7 @@ def _check_finite(x: np.ndarray) -> None:
         )
 
 
+@_zero_d_safe
 def quantize_float(
     x,
     dst: QFormat,
@@ -329,8 +348,15 @@ def quantize_float(
     """
     rounding = Rounding.parse(rounding)
     arr = as_exact_array(x)
-    if arr.dtype.kind in "iub" or (arr.dtype == object and _all_ints(arr)):
-        small = arr.dtype.kind in "ib" or (arr.dtype.kind == "u" and arr.dtype.itemsize < 8)
+    if arr.dtype.kind == "b":
+        raise RawTypeError("from_float needs numbers; got booleans (convert them explicitly, e.g. x.astype(int))")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise RawTypeError(
+            f"from_float takes float16/32/64 exactly; {arr.dtype} (long double) would lose bits in "
+            "float64: pass Python ints or split the value first"
+        )
+    if arr.dtype.kind in "iu" or (arr.dtype == object and _all_ints(arr)):
+        small = arr.dtype.kind == "i" or (arr.dtype.kind == "u" and arr.dtype.itemsize < 8)
         ints = arr.astype(np.int64) if small else to_object(arr)
         exact_int_format = QFormat(_bit_length(ints) + 1, 0)  # signed, holds every input
         return requantize(ints, exact_int_format, dst, rounding, overflow, rng)

@@ -203,8 +203,8 @@ class MLP:
         if len(shape) == 1:
             x = x.reshape(1, -1) if hasattr(x, "reshape") else np.asarray(x).reshape(1, -1)
             shape = np.shape(x)
-        if len(shape) != 2 or shape[1] != width:
-            raise ShapeError(f"{name} must be (batch, {width}) or ({width},); got shape {shape}")
+        if len(shape) != 2 or shape[1] != width or shape[0] < 1:
+            raise ShapeError(f"{name} must be (batch, {width}) with batch >= 1, or ({width},); got shape {shape}")
         return x
 
     # -- bound models --------------------------------------------------------------------
@@ -282,8 +282,11 @@ class Model:
     def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
         """x and y in the input and target roles (quantized once)."""
         ar = self.arithmetic
-        return (ar.data(MLP._batch(x, self.net.layer_sizes[0], "x"), "input"),
-                ar.data(MLP._batch(y, self.net.layer_sizes[-1], "y"), "target"))
+        x = MLP._batch(x, self.net.layer_sizes[0], "x")
+        y = MLP._batch(y, self.net.layer_sizes[-1], "y")
+        if np.shape(x)[0] != np.shape(y)[0]:
+            raise ShapeError(f"x has {np.shape(x)[0]} samples but y has {np.shape(y)[0]}")
+        return ar.data(x, "input"), ar.data(y, "target")
 
     def _compiled(self, batch: int, update: bool):
         """The compiled step for this batch size, or None (not wanted, or the datapath is too wide)."""
