@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize", help="round numbers into a fixed-point format (every rounding mode side by side)",
         description="Round real numbers into a fixed-point format and print raw integers and values.",
     )
-    quantize.add_argument("values", nargs="+", type=float, help="real numbers to quantize")
+    quantize.add_argument("values", nargs="+", type=float,
+                          help="real numbers to quantize (each read as the nearest float64, then rounded exactly)")
     quantize.add_argument("--format", default="s8.1", help="format as s<word>.<frac> or u<word>.<frac> (default s8.1)")
     quantize.add_argument("--rounding", default="all",
                           help="rounding mode name (TRN, RND_CONV, Floor, ...), STOCH, or 'all' (default)")

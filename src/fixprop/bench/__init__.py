@@ -187,8 +187,8 @@ def _torch_step(net: MLP, params, x, y, lr: float):
     return step
 
 
-def bench_train_step(sizes: Sizes) -> dict:
-    """One SGD step of [784,256,256,10], batch 256, relu, sse: fixed vs float vs peers."""
+def _fixprop_train_cases(sizes: Sizes):
+    """The train-step setup and fixprop's four ways to run it (fixed/float, compiled/stepwise)."""
     net, dp, x, y = _train_setup(sizes)
     fixed_ar, float_ar = FixedArithmetic(dp), FloatArithmetic.matching(dp)
     init = net.init_params()
@@ -199,6 +199,15 @@ def bench_train_step(sizes: Sizes) -> dict:
         "fixprop_float": _compiled_step(net, float_ar, float_params, x, y),
         "fixprop_fixed_stepwise": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
         "fixprop_float_stepwise": _step_function(net, float_ar, float_params, x, y),
+    }
+    return net, dp, x, y, float_params, fixed_params, x_fixed, y_fixed, cases
+
+
+def bench_train_step(sizes: Sizes) -> dict:
+    """One SGD step of [784,256,256,10], batch 256, relu, sse: fixed vs float vs peers."""
+    net, dp, x, y, float_params, fixed_params, x_fixed, y_fixed, cases = _fixprop_train_cases(sizes)
+    cases = {
+        **cases,
         "autograd_float": _autograd_step(net, float_params, x, y, dp.learning_rate),
     }
     agree = None
@@ -300,15 +309,7 @@ def _peak_bytes(fn: Callable[[], object]) -> int:
 
 def bench_memory(sizes: Sizes) -> dict:
     """Peak memory allocated during one train step (tracemalloc sees numpy's buffers)."""
-    net, dp, x, y = _train_setup(sizes)
-    fixed_ar, float_ar = FixedArithmetic(dp), FloatArithmetic.matching(dp)
-    init = net.init_params()
-    fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
-    x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
-    cases = {"fixprop_fixed": _compiled_step(net, fixed_ar, fixed_params, x_fixed, y_fixed),
-             "fixprop_float": _compiled_step(net, float_ar, float_params, x, y),
-             "fixprop_fixed_stepwise": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
-             "fixprop_float_stepwise": _step_function(net, float_ar, float_params, x, y)}
+    cases = _fixprop_train_cases(sizes)[-1]
     for fn in cases.values():
         fn()
     return {"peak_bytes": {name: _peak_bytes(fn) for name, fn in cases.items()}}

@@ -393,7 +393,8 @@ class _TracingArithmetic:
 
 
 def _select_format(fmt: QFormat, other: QFormat, constant: Any) -> QFormat:
-    """max/min with an integer constant keeps fmt when fmt holds the constant (as fixprop.maximum)."""
+    """max/min with an integer constant keeps fmt when fmt holds the constant: the rule of
+    ``fixprop.maximum`` (fixed/array.py), which the tests check this path against."""
     if isinstance(constant, (int, np.integer)) and not isinstance(constant, bool):
         if constant_raw(fmt, int(constant)) is not None:
             return fmt
