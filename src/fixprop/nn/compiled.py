@@ -75,6 +75,7 @@ class _Code:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}  # variable -> array shape (for in-place reuse)
         self.constants: dict[str, Any] = {"np": np, "q": q, "Rounding": Rounding, "Overflow": Overflow,
                                           "exact_float_matmul": _exact_float_matmul, "exact_matmul": exact_matmul}
         self.count = 0
@@ -100,6 +101,7 @@ class Sym:
                  literal: int | float | None = None) -> None:
         self.code, self.var, self.fmt, self.shape, self.kind = code, var, fmt, shape, kind
         self.literal = literal  # a scalar constant's value, folded into the code
+        code.shapes.setdefault(var, tuple(shape))
 
     @property
     def ndim(self) -> int:
@@ -111,6 +113,8 @@ class Sym:
     # -- storage and alignment ---------------------------------------------------------------
     def stored_as(self, kind: str) -> str:
         """This value's variable converted to storage ``kind`` (a new line when it changes)."""
+        if self.literal is not None:
+            return repr(float(self.literal)) if kind == "f" else repr(int(self.literal))
         if kind == self.kind:
             return self.var
         dtype = "np.float64" if kind == "f" else "np.int64"
@@ -454,34 +458,46 @@ class CompiledStep:
 _ASSIGNMENT = re.compile(r"^    (v\d+) = (.*)$")
 _SCALE = re.compile(r"^(v\d+) \* (-?[0-9.e+-]+)$")
 _CLIP = re.compile(r"^np\.clip\((v\d+), (-?\d+), (-?\d+)\)$")
+_BINARY = re.compile(r"^(\w+) ([-+*]) (\w+)$")
+_UFUNC = {"+": "np.add", "-": "np.subtract", "*": "np.multiply"}
 _VARIABLE = re.compile(r"\bv\d+\b")
 
 
-def _reuse_dead_temporaries(lines: list[str]) -> list[str]:
-    """Rewrite ``vB = vA * c`` and ``vB = np.clip(vA, lo, hi)`` to work in place when vA is a
-    fresh temporary of this function that no later line reads (saves allocating large arrays)."""
+def _reuse_dead_temporaries(lines: list[str], shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Rewrite ``vB = vA * c``, ``vB = np.clip(vA, lo, hi)`` and ``vB = x op y`` (op in + - *) to
+    write into an operand that is a fresh temporary of this function, has the result's shape and
+    is read by no later line (saves allocating large arrays; the values are the same)."""
     last_use: dict[str, int] = {}
     fresh: set[str] = set()
     for i, line in enumerate(lines):
         match = _ASSIGNMENT.match(line)
-        uses = _VARIABLE.findall(match.group(2) if match else line)
-        for name in uses:
+        for name in _VARIABLE.findall(match.group(2) if match else line):
             last_use[name] = i
         aliasing = re.fullmatch(r"v\d+(\.T|\.reshape\(.*\))?", match.group(2)) if match else True
         if not aliasing and "q.apply_overflow" not in match.group(2):  # apply_overflow may return its input
             fresh.add(match.group(1))  # a new array (not a view or an alias of another variable)
+
+    def reusable(name: str, i: int, target: str) -> bool:
+        return name in fresh and last_use.get(name) == i and shapes.get(name) == shapes.get(target)
+
     out = []
     for i, line in enumerate(lines):
         match = _ASSIGNMENT.match(line)
+        rewritten = None
         if match:
             target, expression = match.groups()
-            scale, clip = _SCALE.match(expression), _CLIP.match(expression)
-            source = (scale or clip).group(1) if (scale or clip) else None
-            if source in fresh and last_use.get(source) == i:
-                if scale:
-                    out.append(f"    {target} = np.multiply({source}, {scale.group(2)}, out={source})")
-                else:
-                    out.append(f"    {target} = np.clip({source}, {clip.group(2)}, {clip.group(3)}, out={source})")
+            scale, clip, binary = _SCALE.match(expression), _CLIP.match(expression), _BINARY.match(expression)
+            if scale and reusable(scale.group(1), i, target):
+                rewritten = f"np.multiply({scale.group(1)}, {scale.group(2)}, out={scale.group(1)})"
+            elif clip and reusable(clip.group(1), i, target):
+                rewritten = f"np.clip({clip.group(1)}, {clip.group(2)}, {clip.group(3)}, out={clip.group(1)})"
+            elif binary:
+                left, op, right = binary.groups()
+                for operand in (left, right):
+                    if rewritten is None and reusable(operand, i, target):
+                        rewritten = f"{_UFUNC[op]}({left}, {right}, out={operand})"
+            if rewritten is not None:
+                out.append(f"    {target} = {rewritten}")
                 fresh.add(target)
                 continue
         out.append(line)
@@ -541,7 +557,8 @@ def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool =
             outputs += [v for p in new_velocity for v in (p.weight, p.bias)]
     outputs.append(trace.output)  # the network's output, last (for the loss)
     code.lines.append("    return (" + ", ".join(v.var for v in outputs) + ",)")
-    source = f"def step(rng, {', '.join(names)}):\n" + "\n".join(_reuse_dead_temporaries(code.lines)) + "\n"
+    source = (f"def step(rng, {', '.join(names)}):\n"
+              + "\n".join(_reuse_dead_temporaries(code.lines, code.shapes)) + "\n")
     namespace = dict(code.constants)
     exec(compile(source, f"<fixprop compiled {net.layer_sizes} batch {batch}>", "exec"), namespace)
     return CompiledStep(net, datapath, batch, update, momentum, namespace["step"], source,
