@@ -136,6 +136,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Every stage's integers of N training steps, as a test-vector bundle (docs/hardware.md)."""
+    from fixprop.hardware import export
+    from fixprop.nn.mlp import MLP
+    from fixprop.verify.experiment import make_data
+
+    net = MLP(_parse_shape(args.shape), args.activation, args.output_activation, args.loss, args.init, args.seed)
+    x, y = make_data(net, args.steps * args.batch, args.seed)
+    path = export(net, datapath_from_args(args), x, y, args.steps, args.out, rng=np.random.default_rng(args.seed),
+                  overwrite=args.force)
+    count = len(json.loads((path / "manifest.json").read_text())["tensors"])
+    print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
+          "datapath.toml)")
+    return 0
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -160,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repeats", type=_count(1), default=20, help="timed repetitions per gradient (default 20)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=_cmd_verify)
+
+    export = commands.add_parser(
+        "export", help="write every stage's integers of N training steps as test vectors for RTL",
+        description="Run N SGD steps (step t on its own batch of the verify data) and write every stage's "
+                    "integers as .mem ($readmemh), .coe, .npz and a manifest with hashes (docs/hardware.md).",
+    )
+    add_datapath_options(export)
+    export.add_argument("--steps", type=_count(1), default=1, help="training steps (default 1)")
+    export.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
+    export.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    export.set_defaults(run=_cmd_export)
 
     bench = commands.add_parser(
         "bench", help="benchmarks: matmul, train step, seed network, memory (medians and ratios)",

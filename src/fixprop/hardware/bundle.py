@@ -1,0 +1,255 @@
+"""Test-vector bundles: every stage's integers of N training steps, for an RTL testbench.
+
+A bundle is a directory:
+
+- ``manifest.json``: the network, the datapath, and one entry per tensor (name, shape, format,
+  files, sha256);
+- one ``.mem`` file per tensor for ``$readmemh``: a ``//`` header (name, shape, format), then one
+  value per line, row-major, two's complement at the tensor's word width, ``ceil(word/4)`` hex
+  digits;
+- one ``.coe`` file per tensor (Xilinx, radix 16, the same hex words);
+- ``tensors.npz``: every tensor's raw integers (int64; hex strings for words above 64 bits);
+- ``datapath.toml``.
+
+Tensor names are ``step{t}/layer{i}/{role}`` with roles ``input weight bias product acc pre act
+error weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md). A bundle is
+written into a temporary directory and renamed into place, so a failure leaves no half-written
+bundle; :func:`load` checks every file against the manifest's hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+import fixprop
+from fixprop.datapath import Datapath
+from fixprop.errors import FixpropError
+from fixprop.fixed.array import FixedArray
+from fixprop.fixed.format import QFormat
+from fixprop.nn.arithmetic import FixedArithmetic
+from fixprop.nn.mlp import MLP, LayerParams
+
+#: The roles exported per step and layer, in the order the hardware computes them.
+STAGES = ("input", "weight", "bias", "product", "acc", "pre", "act", "error",
+          "weight_grad", "bias_grad", "weight_updated", "bias_updated")
+MANIFEST = "manifest.json"
+NPZ = "tensors.npz"
+FORMAT_VERSION = 1
+
+
+class BundleError(FixpropError, ValueError):
+    """A test-vector bundle is missing, tampered with, or inconsistent."""
+
+
+# -- encodings -----------------------------------------------------------------------------
+def hex_digits(word: int) -> int:
+    """Hex digits of one value of a ``word``-bit tensor: ceil(word / 4)."""
+    return -(-word // 4)
+
+
+def to_hex_words(raw: np.ndarray, fmt: QFormat) -> list[str]:
+    """Row-major two's-complement hex words (``ceil(word/4)`` digits, lower case) of raw integers."""
+    mask, digits = (1 << fmt.word) - 1, hex_digits(fmt.word)
+    return [format(int(v) & mask, f"0{digits}x") for v in np.asarray(raw).reshape(-1)]
+
+
+def from_hex_words(words: Sequence[str], fmt: QFormat) -> list[int]:
+    """Raw integers from two's-complement hex words (the inverse of :func:`to_hex_words`)."""
+    out = []
+    for word in words:
+        value = int(word, 16)
+        if value >> fmt.word:
+            raise BundleError(f"hex word {word!r} has more than {fmt.word} bits")
+        if fmt.signed and value >> (fmt.word - 1):
+            value -= 1 << fmt.word
+        out.append(value)
+    return out
+
+
+def mem_text(name: str, raw: np.ndarray, fmt: QFormat) -> str:
+    """A ``$readmemh`` file: header comments, then one hex word per line, row-major."""
+    header = [f"// {name}", f"// shape {list(np.shape(raw))} format {fmt} (word {fmt.word}, frac {fmt.frac}, "
+              f"{'signed' if fmt.signed else 'unsigned'}), row-major, two's complement hex"]
+    return "\n".join(header + to_hex_words(raw, fmt)) + "\n"
+
+
+def parse_mem(text: str) -> list[str]:
+    """The hex words of a ``.mem`` file (comments and blank lines skipped)."""
+    words = []
+    for line in text.splitlines():
+        line = line.split("//", 1)[0].strip()
+        if line:
+            words.extend(line.split())
+    return words
+
+
+def coe_text(raw: np.ndarray, fmt: QFormat) -> str:
+    """A Xilinx ``.coe`` memory initialisation file, radix 16."""
+    words = to_hex_words(raw, fmt)
+    body = ",\n".join(words) + ";" if words else ";"
+    return f"memory_initialization_radix=16;\nmemory_initialization_vector=\n{body}\n"
+
+
+def parse_coe(text: str) -> list[str]:
+    """The hex words of a ``.coe`` file."""
+    if "memory_initialization_radix=16;" not in text.replace(" ", ""):
+        raise BundleError("a .coe file of a bundle must have memory_initialization_radix=16")
+    vector = text.split("memory_initialization_vector=", 1)[1]
+    return [w.strip() for w in vector.replace(";", "").replace("\n", "").split(",") if w.strip()]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_stem(name: str) -> str:
+    return name.replace("/", "_")
+
+
+# -- running the steps -----------------------------------------------------------------------
+def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray, steps: int,
+                     params: Sequence[LayerParams] | None = None,
+                     rng: np.random.Generator | None = None) -> list[tuple[str, FixedArray]]:
+    """Every stage's FixedArray of ``steps`` SGD steps, step t on rows [t*B, (t+1)*B) of x and y.
+
+    ``x`` and ``y`` hold ``steps * B`` samples; parameters start from ``params`` (float64,
+    quantized into the weight and bias roles) or the network's own initialisation.
+    """
+    if steps < 1:
+        raise fixprop.ConfigError(f"steps must be >= 1; got {steps}")
+    if len(x) % steps or len(y) != len(x):
+        raise fixprop.ShapeError(f"x and y must hold steps * batch samples; got {len(x)} and {len(y)} for {steps} steps")
+    batch = len(x) // steps
+    ar = FixedArithmetic(datapath, rng)
+    state = net.params_in(ar, net.init_params() if params is None else params)
+    velocity = net.zero_velocity(ar, state) if datapath.momentum is not None else None
+    tensors: list[tuple[str, FixedArray]] = []
+    for t in range(steps):
+        xs, ys = x[t * batch:(t + 1) * batch], y[t * batch:(t + 1) * batch]
+        trace = net.forward(ar, state, xs)
+        grads = net.backward(ar, state, trace, ys)
+        new_state, velocity = net.sgd_step(ar, state, grads, velocity)
+        for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
+            values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "product": layer.product,
+                      "acc": layer.pre_full, "pre": layer.pre, "act": layer.act, "error": g.error,
+                      "weight_grad": g.weight_grad, "bias_grad": g.bias_grad,
+                      "weight_updated": q.weight, "bias_updated": q.bias}
+            tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in STAGES]
+        state = new_state
+    return tensors
+
+
+# -- writing and reading ----------------------------------------------------------------------
+def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: Datapath,
+          network: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write a bundle atomically: into a temporary directory beside ``out``, then renamed.
+
+    An existing ``out`` is an error unless ``overwrite`` (then it is replaced in one rename step).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} exists; choose another directory, or replace it (overwrite=True, fixprop export --force)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        entries, arrays = [], {}
+        for name, value in tensors:
+            fmt, raw = value.fmt, value.raw
+            stem = _file_stem(name)
+            mem = mem_text(name, raw, fmt)
+            (staging / f"{stem}.mem").write_text(mem)
+            (staging / f"{stem}.coe").write_text(coe_text(raw, fmt))
+            arrays[stem] = (np.asarray(raw, dtype=np.int64) if raw.dtype == np.int64
+                            else np.array(to_hex_words(raw, fmt)).reshape(np.shape(raw)))
+            entries.append({"name": name, "shape": list(np.shape(raw)), "word": fmt.word, "frac": fmt.frac,
+                            "signed": fmt.signed, "files": {"mem": f"{stem}.mem", "coe": f"{stem}.coe",
+                                                            "npz": f"{NPZ}:{stem}"},
+                            "sha256": _sha256(mem)})
+        np.savez(staging / NPZ, **arrays)
+        (staging / "datapath.toml").write_text(datapath.to_toml())
+        manifest = {"fixprop": fixprop.__version__, "bundle_format": FORMAT_VERSION,
+                    "datapath": datapath.to_toml(), "datapath_file": "datapath.toml",
+                    "network": network or {}, "tensors": entries}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():  # replace: move the old bundle aside, the new one in, then drop the old
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / "bundle")
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the manifest, the datapath, and every tensor as a FixedArray."""
+
+    path: Path
+    manifest: dict
+    datapath: Datapath
+    tensors: dict[str, FixedArray]
+
+    def __getitem__(self, name: str) -> FixedArray:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise BundleError(f"no tensor {name!r} in {self.path}") from None
+
+
+def load(path: str | Path) -> Bundle:
+    """Read a bundle back bit-identically; a missing file, a changed value, a hash or shape that
+    does not match the manifest, or files that disagree with each other raise :class:`BundleError`."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path} is not a bundle: no {MANIFEST}") from None
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path / MANIFEST} is not valid JSON: {error}") from None
+    datapath = Datapath.from_toml(manifest["datapath"], source=f"{path / MANIFEST} datapath")
+    if (path / manifest["datapath_file"]).read_text() != manifest["datapath"]:
+        raise BundleError(f"{path / manifest['datapath_file']} differs from the manifest's datapath")
+    try:
+        npz = np.load(path / NPZ, allow_pickle=False)
+    except FileNotFoundError:
+        raise BundleError(f"{path} has no {NPZ}") from None
+    tensors = {}
+    with npz:
+        for entry in manifest["tensors"]:
+            name = entry["name"]
+            fmt = QFormat(entry["word"], entry["frac"], entry["signed"])
+            shape = tuple(entry["shape"])
+            try:
+                mem = (path / entry["files"]["mem"]).read_text()
+                coe = (path / entry["files"]["coe"]).read_text()
+            except FileNotFoundError as error:
+                raise BundleError(f"{name}: file missing: {error.filename}") from None
+            if _sha256(mem) != entry["sha256"]:
+                raise BundleError(f"{name}: {entry['files']['mem']} does not match its sha256 in the manifest")
+            words = parse_mem(mem)
+            if len(words) != int(np.prod(shape, dtype=np.int64)):
+                raise BundleError(f"{name}: {len(words)} values in the .mem file for shape {list(shape)}")
+            if parse_coe(coe) != words:
+                raise BundleError(f"{name}: the .coe file differs from the .mem file")
+            stored = npz[_file_stem(name)]
+            from_npz = (stored.reshape(-1).tolist() if stored.dtype.kind == "i"
+                        else from_hex_words(stored.reshape(-1).tolist(), fmt))
+            values = from_hex_words(words, fmt)
+            if from_npz != values or tuple(stored.shape) != shape:
+                raise BundleError(f"{name}: {NPZ} differs from the .mem file")
+            raw = np.array(values, dtype=np.int64 if fmt.fits_int64 else object).reshape(shape)
+            tensors[name] = FixedArray(raw, fmt)
+    return Bundle(path, manifest, datapath, tensors)
