@@ -1,0 +1,67 @@
+"""The RTL co-simulation flows of examples/rtl on Icarus Verilog: they pass on fixprop's bundles,
+for RND and RND_CONV with SAT, and fail when one integer of a bundle is changed."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixprop import MLP, Datapath
+from fixprop.nn import LayerParams
+from fixprop.hardware import export
+
+RTL = Path(__file__).resolve().parents[1] / "examples" / "rtl"
+pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed (CI installs it)")
+
+STEPS, BATCH, N_IN, N_OUT = 3, 4, 3, 4
+
+
+def load_runner():
+    spec = importlib.util.spec_from_file_location("run_readmemh", RTL / "run_readmemh.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_bundle(tmp_path: Path, rounding: str) -> Path:
+    """A single-layer bundle whose products often land exactly on rounding ties (inputs in steps
+    of 2**-5, weights in steps of 2**-4: products in steps of 2**-9, half an LSB of s16.8), and
+    whose outputs saturate sometimes (large weights)."""
+    dp = Datapath.load(RTL / f"datapath_{rounding.lower()}.toml")
+    net = MLP([N_IN, N_OUT], activation="relu", loss="sse")
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-16 * 60, 16 * 60, (N_OUT, N_IN)) / 16
+    bias = rng.integers(-256, 256, N_OUT) / 256
+    x = rng.integers(-64, 64, (STEPS * BATCH, N_IN)) / 32
+    y = rng.uniform(-1, 1, (STEPS * BATCH, N_OUT))
+    return export(net, dp, x, y, STEPS, tmp_path / rounding, params=[LayerParams(weight, bias)])
+
+
+@pytest.mark.parametrize("rounding", ["RND", "RND_CONV"])
+def test_readmemh_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding):
+    run = load_runner().run
+    bundle = make_bundle(tmp_path, rounding)
+    passed, out = run(bundle, rounding)
+    checked = STEPS * BATCH * N_OUT * 3
+    assert passed and f"PASS {checked} values checked" in out, out
+    # change one pre-activation integer in the bundle: the RTL must now disagree
+    mem = bundle / "step1_layer0_pre.mem"
+    lines = mem.read_text().splitlines()
+    lines[2 + 5] = format((int(lines[2 + 5], 16) + 1) % (1 << 16), "04x")
+    mem.write_text("\n".join(lines) + "\n")
+    passed, out = run(bundle, rounding)
+    assert not passed and f"FAIL 1 of {checked} values differ" in out, out
+
+
+def test_the_rounding_mode_matters_on_these_vectors(tmp_path):
+    """The two bundles differ (ties occur), and RTL built for the other mode fails on them."""
+    run = load_runner().run
+    rnd, conv = make_bundle(tmp_path, "RND"), make_bundle(tmp_path, "RND_CONV")
+    differ = sum((rnd / f).read_text() != (conv / f).read_text() for f in ("step0_layer0_pre.mem",
+                                                                        "step1_layer0_pre.mem"))
+    assert differ > 0
+    assert not run(conv, "RND")[0]
