@@ -65,3 +65,35 @@ def test_the_rounding_mode_matters_on_these_vectors(tmp_path):
                                                                         "step1_layer0_pre.mem"))
     assert differ > 0
     assert not run(conv, "RND")[0]
+
+
+def load_cocotb_runner():
+    pytest.importorskip("cocotb", minversion="2.0")
+    spec = importlib.util.spec_from_file_location("run_cocotb", RTL / "run_cocotb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("rounding", ["RND", "RND_CONV"])
+def test_cocotb_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding):
+    from fixprop.hardware import bundle as bundle_module
+    from fixprop.hardware import load
+
+    run = load_cocotb_runner().run
+    path = make_bundle(tmp_path, rounding)
+    assert run(path, rounding)
+    # one integer changed, the bundle rewritten consistently (hashes and all): the RTL disagrees
+    loaded = load(path)
+    tensors = dict(loaded.tensors)
+    pre = tensors["step2/layer0/pre"]
+    raw = pre.raw.copy()
+    raw[1, 2] += 1
+    tensors["step2/layer0/pre"] = type(pre)(raw, pre.fmt, overflow="WRAP")
+    changed = bundle_module.write(list(tensors.items()), tmp_path / "changed", loaded.datapath,
+                                  loaded.manifest["network"])
+    assert not run(changed, rounding)
+    # a bundle changed without its hashes is refused before any simulation result counts
+    mem = path / "step0_layer0_act.mem"
+    mem.write_text(mem.read_text().replace("\n0", "\n1", 1))
+    assert not run(path, rounding)

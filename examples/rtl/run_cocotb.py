@@ -1,0 +1,49 @@
+"""Run the cocotb 2.x testbench of examples/rtl on a fixprop bundle with Icarus Verilog.
+
+    python examples/rtl/run_cocotb.py BUNDLE_DIR [--round RND|RND_CONV]
+
+Exits 0 when every integer matches, 1 otherwise. Needs cocotb >= 2.0 and iverilog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(bundle: Path, rounding: str) -> bool:
+    """Build dense_layer.v for the bundle's sizes and run the cocotb test; True when it passes."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    n_out, n_in = next(t["shape"] for t in manifest["tensors"] if t["name"] == "step0/layer0/weight")
+    parameters = {"N_IN": n_in, "N_OUT": n_out, "ROUND": {"RND": 0, "RND_CONV": 1}[rounding]}
+    runner = get_runner("icarus")
+    with tempfile.TemporaryDirectory() as build:
+        runner.build(sources=[HERE / "dense_layer.v", HERE / "round_sat.v"], hdl_toplevel="dense_layer",
+                     parameters=parameters, build_dir=build, always=True, timescale=("1ns", "1ps"))
+        try:
+            results = runner.test(test_module="test_dense_layer_cocotb", hdl_toplevel="dense_layer", test_dir=HERE,
+                                  build_dir=build, extra_env={"FIXPROP_BUNDLE": str(bundle.resolve())},
+                                  results_xml=str(Path(build) / "results.xml"))
+        except SystemExit:  # under pytest, cocotb's runner exits when a test fails
+            return False
+        total, failed = get_results(results)
+    return total > 0 and failed == 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--round", default="RND_CONV", choices=["RND", "RND_CONV"])
+    args = parser.parse_args()
+    return 0 if run(args.bundle, args.round) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
