@@ -110,7 +110,7 @@ def test_writing_is_atomic(tmp_path, monkeypatch):
 def test_existing_bundles_are_kept_unless_replaced(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "b"), "--steps", "2", "--batch", "3", "--word", "16",
                  "--frac", "8"]) == 0
-    assert "wrote 72 tensors of 2 step(s)" in capsys.readouterr().out  # 2 steps x 3 layers x 12 stages
+    assert "wrote 78 tensors of 2 step(s)" in capsys.readouterr().out  # 2 steps x 3 layers x 13 stages
     assert main(["export", "--out", str(tmp_path / "b")]) == 2
     assert "exists" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "b"), "--force", "--shape", "3,5"]) == 0

@@ -46,7 +46,7 @@ def test_readmemh_flow_passes_and_fails_on_one_changed_integer(tmp_path, roundin
     run = load_runner().run
     bundle = make_bundle(tmp_path, rounding)
     passed, out = run(bundle, rounding)
-    checked = STEPS * BATCH * N_OUT * 3
+    checked = STEPS * BATCH * N_OUT * 3 + STEPS * N_OUT * N_IN  # acc, pre, act per sample; weight_grad
     assert passed and f"PASS {checked} values checked" in out, out
     # change one pre-activation integer in the bundle: the RTL must now disagree
     mem = bundle / "step1_layer0_pre.mem"
@@ -83,16 +83,17 @@ def test_cocotb_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding)
     run = load_cocotb_runner().run
     path = make_bundle(tmp_path, rounding)
     assert run(path, rounding)
-    # one integer changed, the bundle rewritten consistently (hashes and all): the RTL disagrees
+    # one integer changed, the bundle rewritten consistently (hashes and all): the RTL disagrees,
+    # in the forward pass and in the weight gradient
     loaded = load(path)
-    tensors = dict(loaded.tensors)
-    pre = tensors["step2/layer0/pre"]
-    raw = pre.raw.copy()
-    raw[1, 2] += 1
-    tensors["step2/layer0/pre"] = type(pre)(raw, pre.fmt, overflow="WRAP")
-    changed = bundle_module.write(list(tensors.items()), tmp_path / "changed", loaded.datapath,
-                                  loaded.manifest["network"])
-    assert not run(changed, rounding)
+    for name, index in (("step2/layer0/pre", (1, 2)), ("step1/layer0/weight_grad", (3, 0))):
+        tensors = dict(loaded.tensors)
+        raw = tensors[name].raw.copy()
+        raw[index] += 1
+        tensors[name] = type(tensors[name])(raw, tensors[name].fmt, overflow="WRAP")
+        changed = bundle_module.write(list(tensors.items()), tmp_path / f"changed_{name.replace('/', '_')}",
+                                      loaded.datapath, loaded.manifest["network"])
+        assert not run(changed, rounding), name
     # a bundle changed without its hashes is refused before any simulation result counts
     mem = path / "step0_layer0_act.mem"
     mem.write_text(mem.read_text().replace("\n0", "\n1", 1))

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(bundle: Path, rounding: str) -> bool:
-    """Build dense_layer.v for the bundle's sizes and run the cocotb test; True when it passes."""
+    """Build layer_top.v for the bundle's sizes and run the cocotb test; True when it passes."""
     from cocotb_tools.runner import get_results, get_runner
 
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -25,10 +25,11 @@ def run(bundle: Path, rounding: str) -> bool:
     parameters = {"N_IN": n_in, "N_OUT": n_out, "ROUND": {"RND": 0, "RND_CONV": 1}[rounding]}
     runner = get_runner("icarus")
     with tempfile.TemporaryDirectory() as build:
-        runner.build(sources=[HERE / "dense_layer.v", HERE / "round_sat.v"], hdl_toplevel="dense_layer",
+        runner.build(sources=[HERE / f for f in ("layer_top.v", "dense_layer.v", "grad_unit.v", "round_sat.v")],
+                     hdl_toplevel="layer_top",
                      parameters=parameters, build_dir=build, always=True, timescale=("1ns", "1ps"))
         try:
-            results = runner.test(test_module="test_dense_layer_cocotb", hdl_toplevel="dense_layer", test_dir=HERE,
+            results = runner.test(test_module="test_dense_layer_cocotb", hdl_toplevel="layer_top", test_dir=HERE,
                                   build_dir=build, extra_env={"FIXPROP_BUNDLE": str(bundle.resolve())},
                                   results_xml=str(Path(build) / "results.xml"))
         except SystemExit:  # under pytest, cocotb's runner exits when a test fails

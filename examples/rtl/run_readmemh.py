@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["tb_readmemh.v", "dense_layer.v", "round_sat.v"]
+SOURCES = ["tb_readmemh.v", "dense_layer.v", "grad_unit.v", "round_sat.v"]
 
 
 def run(bundle: Path, rounding: str) -> tuple[bool, str]:

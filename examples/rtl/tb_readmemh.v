@@ -1,5 +1,6 @@
 // Plain Verilog testbench: feeds a fixprop bundle's layer-0 vectors ($readmemh) into dense_layer
-// and checks acc, pre and act against the bundle, for every sample of every step.
+// and grad_unit and checks acc, pre, act (every sample) and weight_grad (every step) against the
+// bundle.
 // Parameters (set with iverilog -P): the layer sizes, the formats of the RTL, the word widths
 // of the bundle's files (manifest.json), STEPS, BATCH, ROUND and the bundle directory BUNDLE.
 `timescale 1ns/1ps
@@ -19,6 +20,15 @@ module tb_readmemh;
     dense_layer #(.N_IN(N_IN), .N_OUT(N_OUT), .W_A(W), .F_A(F), .W_W(W), .F_W(F), .W_B(W), .F_B(F),
                   .W_PRE(W), .F_PRE(F), .ROUND(ROUND)) dut (.a(a), .w(w), .b(b), .acc(acc), .pre(pre), .act(act));
 
+    reg clk = 1'b0, clear = 1'b0, valid = 1'b0;
+    reg [N_OUT*W-1:0] e;
+    wire [N_OUT*N_IN*W-1:0] weight_grad;
+    grad_unit #(.N_IN(N_IN), .N_OUT(N_OUT), .W_E(W), .W_A(W), .W_G(W), .SHIFT(F), .W_ACC(2 * W + 16),
+                .ROUND(ROUND)) grad (.clk(clk), .clear(clear), .valid(valid), .local_error(e), .a(a),
+                                     .weight_grad(weight_grad));
+    reg [W-1:0] mem_local [0:BATCH*N_OUT-1];
+    reg [W-1:0] mem_wgrad [0:N_OUT*N_IN-1];
+
     reg [W-1:0] mem_in [0:BATCH*N_IN-1];
     reg [W-1:0] mem_w [0:N_OUT*N_IN-1];
     reg [W-1:0] mem_b [0:N_OUT-1];
@@ -36,10 +46,19 @@ module tb_readmemh;
             $sformat(name, "%0s/step%0d_layer0_acc.mem", BUNDLE, step);    $readmemh(name, mem_acc);
             $sformat(name, "%0s/step%0d_layer0_pre.mem", BUNDLE, step);    $readmemh(name, mem_pre);
             $sformat(name, "%0s/step%0d_layer0_act.mem", BUNDLE, step);    $readmemh(name, mem_act);
+            $sformat(name, "%0s/step%0d_layer0_local.mem", BUNDLE, step);  $readmemh(name, mem_local);
+            $sformat(name, "%0s/step%0d_layer0_weight_grad.mem", BUNDLE, step); $readmemh(name, mem_wgrad);
         end
     endtask
 
-    task check(input [8*8:1] what, input integer step, input integer sample, input integer out,
+    task tick;
+        begin
+            #1 clk = 1'b1;
+            #1 clk = 1'b0;
+        end
+    endtask
+
+    task check(input [8*11:1] what, input integer step, input integer sample, input integer out,
                input signed [63:0] got, input signed [63:0] want);
         begin
             checked = checked + 1;
@@ -67,6 +86,16 @@ module tb_readmemh;
                     check("act", t, s, o, $signed(act[o*W +: W]), $signed(mem_act[s*N_OUT + o]));
                 end
             end
+            // the weight gradient: the batch's local errors and inputs through the accumulators
+            clear = 1'b1; tick; clear = 1'b0; valid = 1'b1;
+            for (s = 0; s < BATCH; s = s + 1) begin
+                for (i = 0; i < N_IN; i = i + 1) a[i*W +: W] = mem_in[s*N_IN + i];
+                for (o = 0; o < N_OUT; o = o + 1) e[o*W +: W] = mem_local[s*N_OUT + o];
+                tick;
+            end
+            valid = 1'b0; #1;
+            for (i = 0; i < N_OUT * N_IN; i = i + 1)
+                check("weight_grad", t, -1, i, $signed(weight_grad[i*W +: W]), $signed(mem_wgrad[i]));
         end
         if (failed == 0) $display("PASS %0d values checked", checked);
         else $display("FAIL %0d of %0d values differ", failed, checked);

@@ -1,7 +1,10 @@
-"""cocotb 2.x testbench: drives dense_layer.v with a fixprop bundle and checks every integer.
+"""cocotb 2.x testbench: drives layer_top.v (dense_layer + grad_unit) with a fixprop bundle and
+checks every integer.
 
-The bundle is read with ``fixprop.hardware.load`` (which verifies its hashes); for every step and
-sample, layer 0's input, weight and bias go in and acc, pre and act must equal the bundle's.
+The bundle is read with ``fixprop.hardware.load`` (which verifies its hashes). For every step and
+sample, layer 0's input, weight and bias go in and acc, pre and act must equal the bundle's; then
+the step's local errors and inputs run through the gradient accumulators and weight_grad must
+equal the bundle's.
 Run it with ``run_cocotb.py BUNDLE_DIR --round RND|RND_CONV`` (or through its ``run`` function).
 """
 
@@ -32,12 +35,22 @@ def unpack(bits: int, word: int, count: int) -> list[int]:
     return values
 
 
+async def clock(dut) -> None:
+    """One rising and falling edge of clk."""
+    await Timer(1, unit="ns")
+    dut.clk.value = 1
+    await Timer(1, unit="ns")
+    dut.clk.value = 0
+
+
 @cocotb.test()
 async def bundle_layer0(dut):
     """Every sample of every step of layer 0 of the bundle in FIXPROP_BUNDLE."""
     bundle = load(os.environ["FIXPROP_BUNDLE"])
     steps = bundle.manifest["network"]["steps"]
     w_acc = len(dut.acc.value) // int(dut.N_OUT.value)
+    w_pre = len(dut.pre.value) // int(dut.N_OUT.value)
+    dut.clk.value, dut.clear.value, dut.valid.value = 0, 0, 0
     checked = mismatches = 0
     for t in range(steps):
         weight, bias = bundle[f"step{t}/layer0/weight"], bundle[f"step{t}/layer0/bias"]
@@ -50,8 +63,8 @@ async def bundle_layer0(dut):
             dut.a.value = pack(inputs.raw[s], inputs.fmt.word)
             await Timer(1, unit="ns")
             got = {"acc": unpack(dut.acc.value.to_unsigned(), w_acc, n_out),
-                   "pre": unpack(dut.pre.value.to_unsigned(), int(dut.W_PRE.value), n_out),
-                   "act": unpack(dut.act.value.to_unsigned(), int(dut.W_PRE.value), n_out)}
+                   "pre": unpack(dut.pre.value.to_unsigned(), w_pre, n_out),
+                   "act": unpack(dut.act.value.to_unsigned(), w_pre, n_out)}
             for stage, values in got.items():
                 for o, value in enumerate(values):
                     checked += 1
@@ -59,5 +72,23 @@ async def bundle_layer0(dut):
                         mismatches += 1
                         dut._log.error(f"step {t} sample {s} {stage}[{o}]: rtl {value}, bundle "
                                        f"{int(expected[stage][s, o])}")
+        # the weight gradient of the step: one sample per clock through the accumulators
+        local = bundle[f"step{t}/layer0/local"]
+        wanted = bundle[f"step{t}/layer0/weight_grad"]
+        dut.clear.value, dut.valid.value = 1, 0
+        await clock(dut)
+        dut.clear.value, dut.valid.value = 0, 1
+        for s in range(inputs.shape[0]):
+            dut.a.value = pack(inputs.raw[s], inputs.fmt.word)
+            dut.local_error.value = pack(local.raw[s], local.fmt.word)
+            await clock(dut)
+        dut.valid.value = 0
+        await Timer(1, unit="ns")
+        got = unpack(dut.weight_grad.value.to_unsigned(), wanted.fmt.word, wanted.size)
+        for k, value in enumerate(got):
+            checked += 1
+            if value != int(wanted.raw.reshape(-1)[k]):
+                mismatches += 1
+                dut._log.error(f"step {t} weight_grad[{k}]: rtl {value}, bundle {int(wanted.raw.reshape(-1)[k])}")
     dut._log.info(f"{checked} values checked, {mismatches} mismatches")
     assert mismatches == 0, f"{mismatches} of {checked} values differ from the bundle"

@@ -12,7 +12,7 @@ A bundle is a directory:
 - ``datapath.toml``.
 
 Tensor names are ``step{t}/layer{i}/{role}`` with roles ``input weight bias product acc pre act
-error weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md). A bundle is
+error local weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md). A bundle is
 written into a temporary directory and renamed into place, so a failure leaves no half-written
 bundle; :func:`load` checks every file against the manifest's hashes.
 """
@@ -39,7 +39,7 @@ from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.mlp import MLP, LayerParams
 
 #: The roles exported per step and layer, in the order the hardware computes them.
-STAGES = ("input", "weight", "bias", "product", "acc", "pre", "act", "error",
+STAGES = ("input", "weight", "bias", "product", "acc", "pre", "act", "error", "local",
           "weight_grad", "bias_grad", "weight_updated", "bias_updated")
 MANIFEST = "manifest.json"
 NPZ = "tensors.npz"
@@ -141,6 +141,7 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
         for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
             values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "product": layer.product,
                       "acc": layer.pre_full, "pre": layer.pre, "act": layer.act, "error": g.error,
+                      "local": g.local_error,
                       "weight_grad": g.weight_grad, "bias_grad": g.bias_grad,
                       "weight_updated": q.weight, "bias_updated": q.bias}
             tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in STAGES]
