@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -86,8 +87,7 @@ def stochastic_round_up(dropped: np.ndarray, shift, rng: np.random.Generator) ->
     draws further words for the remaining bits in the same way, so the probability stays exact.
     """
     shape = np.shape(dropped)
-    words = rng.bit_generator.random_raw(size=shape) if shape else np.uint64(rng.bit_generator.random_raw())
-    words = np.asarray(words, dtype=np.uint64)
+    words = random_words(rng, shape)
     shifts = np.broadcast_to(np.asarray(shift), shape)
     if dropped.dtype == np.int64 and (shifts.size == 0 or int(shifts.max()) <= MAX_INT64_SHIFT):
         # dropped < 2**shift <= 2**62: the threshold fits 64 unsigned bits
@@ -106,7 +106,22 @@ def _stochastic_decision(dropped: int, shift: int, word: int, rng: np.random.Gen
     top, low = dropped >> rest, dropped & ((1 << rest) - 1)
     if word != top:
         return word < top
-    return _stochastic_decision(low, rest, int(rng.bit_generator.random_raw()), rng)
+    return _stochastic_decision(low, rest, int(random_words(rng, ())), rng)
+
+
+def is_random_source(rng: Any) -> bool:
+    """True for what STOCH can draw from: a numpy Generator, or a source with ``random_words``
+    (such as ``fixprop.hardware.LfsrSource``)."""
+    return isinstance(rng, np.random.Generator) or callable(getattr(rng, "random_words", None))
+
+
+def random_words(rng: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """One 64-bit word per element (uint64, row-major): a Generator's raw bit stream
+    (``bit_generator.random_raw``), or the source's own ``random_words(shape)``."""
+    if isinstance(rng, np.random.Generator):
+        raw = rng.bit_generator.random_raw(size=shape) if shape else rng.bit_generator.random_raw()
+        return np.asarray(raw, dtype=np.uint64)
+    return np.asarray(rng.random_words(shape), dtype=np.uint64)
 
 
 def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random.Generator | None = None):
@@ -144,10 +159,10 @@ def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random
     elif rounding is Rounding.RND_CONV:
         up = inexact & ((dropped > half) | ((dropped == half) & ((floor & 1) == 1)))
     elif rounding is Rounding.STOCH:
-        if not isinstance(rng, np.random.Generator):
+        if not is_random_source(rng):
             raise ModeError(
-                "rounding STOCH needs rng=numpy.random.Generator (e.g. np.random.default_rng(seed)); "
-                f"got rng={rng!r}"
+                "rounding STOCH needs rng=numpy.random.Generator (e.g. np.random.default_rng(seed)) "
+                f"or a source with random_words (fixprop.hardware.LfsrSource); got rng={rng!r}"
             )
         up = stochastic_round_up(np.asarray(dropped), shift, rng)
     else:  # pragma: no cover - the enum is closed

@@ -1,8 +1,9 @@
 """Hardware hand-off: test-vector bundles for RTL testbenches (docs/hardware.md)."""
 
 from fixprop.hardware.bundle import STAGES, Bundle, BundleError, load, training_tensors, write
+from fixprop.hardware.lfsr import LfsrSource
 
-__all__ = ["STAGES", "Bundle", "BundleError", "export", "load", "training_tensors", "write"]
+__all__ = ["STAGES", "Bundle", "BundleError", "LfsrSource", "export", "load", "training_tensors", "write"]
 
 
 def export(net, datapath, x, y, steps: int, out, params=None, rng=None, overwrite: bool = False):

@@ -429,8 +429,9 @@ class CompiledStep:
         if self.momentum:
             args += [_raw_input(v, self.datapath) for p in velocity for v in (p.weight, p.bias)]
         args += [_raw_input(x, self.datapath), _raw_input(y, self.datapath)]
-        if self.uses_rng and not isinstance(rng, np.random.Generator):
-            raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator")
+        if self.uses_rng and not q.is_random_source(rng):
+            raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
+                            "(or a fixprop.hardware.LfsrSource)")
         outputs = self.function(rng, *args)
         if self.datapath is None:
             return list(outputs)
