@@ -138,14 +138,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Every stage's integers of N training steps, as a test-vector bundle (docs/hardware.md)."""
-    from fixprop.hardware import export
+    from fixprop.hardware import LfsrSource, export
     from fixprop.nn.mlp import MLP
     from fixprop.verify.experiment import make_data
 
     net = MLP(_parse_shape(args.shape), args.activation, args.output_activation, args.loss, args.init, args.seed)
     x, y = make_data(net, args.steps * args.batch, args.seed)
-    path = export(net, datapath_from_args(args), x, y, args.steps, args.out, rng=np.random.default_rng(args.seed),
-                  overwrite=args.force)
+    rng = (LfsrSource(seed=args.lfsr_seed, bits=args.lfsr_bits) if args.lfsr_seed is not None
+           else np.random.default_rng(args.seed))
+    path = export(net, datapath_from_args(args), x, y, args.steps, args.out, rng=rng, overwrite=args.force)
     count = len(json.loads((path / "manifest.json").read_text())["tensors"])
     print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
           "datapath.toml)")
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--steps", type=_count(1), default=1, help="training steps (default 1)")
     export.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     export.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    export.add_argument("--lfsr-seed", type=_count(0), help="stochastic rounding from LFSR lanes with this seed "
+                        "(docs/hardware.md; default: numpy's generator seeded by --seed)")
+    export.add_argument("--lfsr-bits", type=_count(1), default=16, help="LFSR bits per rounding (default 16)")
     export.set_defaults(run=_cmd_export)
 
     bench = commands.add_parser(

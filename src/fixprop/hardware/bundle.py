@@ -12,7 +12,9 @@ A bundle is a directory:
 - ``datapath.toml``.
 
 Tensor names are ``step{t}/layer{i}/{role}`` with roles ``input weight bias product acc pre act
-error local weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md). A bundle is
+error local weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md), and
+``step{t}/lfsr_state`` (the LFSR lanes at the start of step t) when the random source is an
+``LfsrSource``. A bundle is
 written into a temporary directory and renamed into place, so a failure leaves no half-written
 bundle; :func:`load` checks every file against the manifest's hashes.
 """
@@ -35,6 +37,7 @@ from fixprop.datapath import Datapath
 from fixprop.errors import FixpropError
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed.format import QFormat
+from fixprop.hardware.lfsr import LfsrSource
 from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.mlp import MLP, LayerParams
 
@@ -135,6 +138,9 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
     tensors: list[tuple[str, FixedArray]] = []
     for t in range(steps):
         xs, ys = x[t * batch:(t + 1) * batch], y[t * batch:(t + 1) * batch]
+        if isinstance(rng, LfsrSource):  # the registers at the start of the step, lane by lane
+            registers = rng.state.astype(np.int64)  # width <= 63 bits
+            tensors.append((f"step{t}/lfsr_state", FixedArray(registers, QFormat(rng.width, 0, signed=False))))
         trace = net.forward(ar, state, xs)
         grads = net.backward(ar, state, trace, ys)
         new_state, velocity = net.sgd_step(ar, state, grads, velocity)
