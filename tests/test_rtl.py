@@ -98,3 +98,30 @@ def test_cocotb_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding)
     mem = path / "step0_layer0_act.mem"
     mem.write_text(mem.read_text().replace("\n0", "\n1", 1))
     assert not run(path, rounding)
+
+
+@pytest.mark.parametrize("w_in,shift,w_out,rounding", [
+    (8, 0, 8, "RND"), (8, 1, 4, "RND_CONV"), (8, 3, 6, "RND"), (8, 4, 6, "RND_CONV"), (8, 7, 3, "RND_CONV"),
+    (8, 4, 12, "RND"), (8, 2, 40, "RND_CONV"), (10, 5, 33, "RND"),
+])
+def test_round_sat_on_every_input(tmp_path, w_in, shift, w_out, rounding):
+    """round_sat.v against the Python-int oracle on every W_IN-bit input (narrow, wide, SHIFT 0)."""
+    import subprocess
+    from fractions import Fraction
+
+    from oracle import overflow_int, round_fraction
+
+    mode = {"RND": 0, "RND_CONV": 1}[rounding]
+    (tmp_path / "tb.v").write_text(f"""
+module tb; reg signed [{w_in - 1}:0] x; wire signed [{w_out - 1}:0] y; integer i;
+round_sat #(.W_IN({w_in}), .SHIFT({shift}), .W_OUT({w_out}), .ROUND({mode})) dut(.x(x), .y(y));
+initial begin for (i = -{2 ** (w_in - 1)}; i < {2 ** (w_in - 1)}; i = i + 1) begin
+  x = i; #1; $display("%0d %0d", i, y); end $finish; end
+endmodule""")
+    subprocess.run(["iverilog", "-g2005", "-o", str(tmp_path / "a"), str(tmp_path / "tb.v"), str(RTL / "round_sat.v")],
+                   check=True, capture_output=True)
+    out = subprocess.run(["vvp", "-n", str(tmp_path / "a")], check=True, capture_output=True, text=True).stdout
+    pairs = [tuple(map(int, line.split())) for line in out.splitlines() if len(line.split()) == 2]
+    assert len(pairs) == 2**w_in
+    for x, y in pairs:
+        assert y == overflow_int(round_fraction(Fraction(x, 2**shift), rounding), w_out, True, "SAT"), x
