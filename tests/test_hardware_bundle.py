@@ -116,3 +116,45 @@ def test_existing_bundles_are_kept_unless_replaced(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "b"), "--force", "--shape", "3,5"]) == 0
     assert load(tmp_path / "b").manifest["network"]["layer_sizes"] == [3, 5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["tensors"][3].update(frac=4), "the manifest says"),
+    (lambda m: m["tensors"][3].update(signed=False), "the manifest says"),
+    (lambda m: m["tensors"][3].update(word=20), "the manifest says"),
+    (lambda m: m["tensors"].pop(5), "lists no tensor"),
+    (lambda m: m.update(bundle_format=99), "not a fixprop bundle of format 1"),
+    (lambda m: m.pop("datapath_file"), "KeyError"),
+    (lambda m: m["network"].update(steps=4), "lists no tensor step3"),
+])
+def test_manifest_edits_are_detected(bundle, edit, message):
+    path = bundle[-1]
+    manifest = json.loads((path / "manifest.json").read_text())
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load(path)
+
+
+def test_malformed_bundles_raise_bundle_errors(bundle, tmp_path):
+    path = bundle[-1]
+    (path / "datapath.toml").unlink()
+    with pytest.raises(BundleError):
+        load(path)
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "manifest.json").write_text("[]")
+    with pytest.raises(BundleError, match="not a fixprop bundle"):
+        load(tmp_path / "list")
+
+
+def test_force_replaces_only_bundles_and_bundles_are_readable(tmp_path):
+    import os
+    import stat
+
+    user_dir = tmp_path / "notes"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("keep me")
+    assert main(["export", "--out", str(user_dir), "--force"]) == 2
+    assert (user_dir / "notes.txt").read_text() == "keep me"
+    assert main(["export", "--out", str(tmp_path / "b")]) == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "b").st_mode) & 0o055 == 0o055  # group and others can read

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixprop import ConfigError, FixedArray
+from fixprop import ConfigError, FixedArray, QFormat
 from fixprop.hardware import LfsrSource
 
 
@@ -88,3 +88,16 @@ def test_bundles_carry_the_lfsr_lanes_and_a_stochastic_step_is_reproducible(tmp_
     assert later.fmt.word == 32 and not later.fmt.signed
     assert all(int(v) != 0 for v in later.raw)  # Galois registers never reach 0
     assert later.raw.tolist() != first["step0/lfsr_state"].raw.tolist()
+
+
+def test_more_than_64_dropped_bits_use_only_the_elements_own_lane():
+    """Equal top bits with a set bit below round up, and lane 0 moves exactly `bits` steps."""
+    seed, bits, shift = 3, 16, 70
+    out, after = reference_lane(LfsrSource(seed=seed).lane_seed(0), LfsrSource().taps, bits)
+    u = int("".join(map(str, out)), 2)
+    dropped = (u << (shift - bits)) | 1  # top 16 bits equal U, one bit set far below
+    raw = np.array([(5 << shift) + dropped], dtype=object)
+    source = LfsrSource(seed=seed, bits=bits)
+    got = FixedArray(raw, QFormat(shift + 8, shift)).cast("s8.0", "STOCH", rng=source)
+    assert got.raw.tolist() == [6]
+    assert int(source.state[0]) == after

@@ -85,6 +85,8 @@ def stochastic_round_up(dropped: np.ndarray, shift, rng: np.random.Generator) ->
     ``W < dropped * 2**(64 - shift)`` (the dropped fraction as a 64-bit binary fraction). When
     ``shift > 64`` and ``W`` equals the fraction's top 64 bits (probability 2**-64), the element
     draws further words for the remaining bits in the same way, so the probability stays exact.
+    A source that is not a numpy Generator (``fixprop.hardware.LfsrSource``) supplies its words
+    through ``random_words``; on such a tie it rounds up when any lower dropped bit is set.
     """
     shape = np.shape(dropped)
     words = random_words(rng, shape)
@@ -106,6 +108,10 @@ def _stochastic_decision(dropped: int, shift: int, word: int, rng: np.random.Gen
     top, low = dropped >> rest, dropped & ((1 << rest) - 1)
     if word != top:
         return word < top
+    if not isinstance(rng, np.random.Generator):
+        # a hardware source (LFSR) has drawn its bits: equal top bits round up when any lower
+        # dropped bit is set (docs/hardware.md), without touching another lane
+        return low != 0
     return _stochastic_decision(low, rest, int(random_words(rng, ())), rng)
 
 

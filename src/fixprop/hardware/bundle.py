@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -80,9 +81,22 @@ def from_hex_words(words: Sequence[str], fmt: QFormat) -> list[int]:
 
 def mem_text(name: str, raw: np.ndarray, fmt: QFormat) -> str:
     """A ``$readmemh`` file: header comments, then one hex word per line, row-major."""
+    encoding = "two's complement hex" if fmt.signed else "unsigned hex"
     header = [f"// {name}", f"// shape {list(np.shape(raw))} format {fmt} (word {fmt.word}, frac {fmt.frac}, "
-              f"{'signed' if fmt.signed else 'unsigned'}), row-major, two's complement hex"]
+              f"{'signed' if fmt.signed else 'unsigned'}), row-major, {encoding}"]
     return "\n".join(header + to_hex_words(raw, fmt)) + "\n"
+
+
+_MEM_HEADER = re.compile(r"^// shape (\[[0-9, ]*\]) format ([su]\d+\.-?\d+) ")
+
+
+def mem_header(text: str) -> tuple[list[int], QFormat]:
+    """The shape and format a ``.mem`` file's header states."""
+    lines = text.splitlines()
+    match = _MEM_HEADER.match(lines[1]) if len(lines) > 1 else None
+    if match is None:
+        raise BundleError("a .mem file of a bundle starts with '// <name>' and '// shape [...] format sW.F ...'")
+    return json.loads(match.group(1)), QFormat.parse(match.group(2))
 
 
 def parse_mem(text: str) -> list[str]:
@@ -138,7 +152,7 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
     tensors: list[tuple[str, FixedArray]] = []
     for t in range(steps):
         xs, ys = x[t * batch:(t + 1) * batch], y[t * batch:(t + 1) * batch]
-        if isinstance(rng, LfsrSource):  # the registers at the start of the step, lane by lane
+        if isinstance(rng, LfsrSource) and rng.state.size:  # the lanes used so far, at the step's start
             registers = rng.state.astype(np.int64)  # width <= 63 bits
             tensors.append((f"step{t}/lfsr_state", FixedArray(registers, QFormat(rng.width, 0, signed=False))))
         trace = net.forward(ar, state, xs)
@@ -160,13 +174,17 @@ def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: 
           network: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a bundle atomically: into a temporary directory beside ``out``, then renamed.
 
-    An existing ``out`` is an error unless ``overwrite`` (then it is replaced in one rename step).
+    An existing ``out`` is an error unless ``overwrite`` and it is a bundle; it is then moved aside,
+    the new bundle renamed in, and the old one deleted (two renames: ``out`` is briefly absent).
     """
     out = Path(out)
     if out.exists() and not overwrite:
         raise BundleError(f"{out} exists; choose another directory, or replace it (overwrite=True, fixprop export --force)")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise BundleError(f"{out} exists and is not a bundle (no {MANIFEST}): it is not replaced")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a bundle is for others to read
     try:
         entries, arrays = [], {}
         for name, value in tensors:
@@ -217,18 +235,33 @@ class Bundle:
 
 
 def load(path: str | Path) -> Bundle:
-    """Read a bundle back bit-identically; a missing file, a changed value, a hash or shape that
-    does not match the manifest, or files that disagree with each other raise :class:`BundleError`."""
+    """Read a bundle back bit-identically. A missing file, a changed value, a hash, shape or format
+    that does not match the manifest and the files' headers, or files that disagree with each other
+    raise :class:`BundleError` naming the tensor."""
     path = Path(path)
+    try:
+        return _load(path)
+    except BundleError:
+        raise
+    except FixpropError as error:
+        raise BundleError(f"{path}: {error}") from None
+    except (KeyError, TypeError, IndexError, ValueError, OSError) as error:
+        raise BundleError(f"{path} is not a consistent bundle: {type(error).__name__}: {error}") from None
+
+
+def _load(path: Path) -> Bundle:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
         raise BundleError(f"{path} is not a bundle: no {MANIFEST}") from None
     except json.JSONDecodeError as error:
         raise BundleError(f"{path / MANIFEST} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("bundle_format") != FORMAT_VERSION:
+        raise BundleError(f"{path / MANIFEST}: not a fixprop bundle of format {FORMAT_VERSION}")
     datapath = Datapath.from_toml(manifest["datapath"], source=f"{path / MANIFEST} datapath")
     if (path / manifest["datapath_file"]).read_text() != manifest["datapath"]:
         raise BundleError(f"{path / manifest['datapath_file']} differs from the manifest's datapath")
+    _check_complete(manifest)
     try:
         npz = np.load(path / NPZ, allow_pickle=False)
     except FileNotFoundError:
@@ -246,9 +279,15 @@ def load(path: str | Path) -> Bundle:
                 raise BundleError(f"{name}: file missing: {error.filename}") from None
             if _sha256(mem) != entry["sha256"]:
                 raise BundleError(f"{name}: {entry['files']['mem']} does not match its sha256 in the manifest")
+            header_shape, header_fmt = mem_header(mem)
+            if tuple(header_shape) != shape or header_fmt != fmt:
+                raise BundleError(f"{name}: the manifest says {list(shape)} {fmt}, the .mem header "
+                                  f"{header_shape} {header_fmt}")
             words = parse_mem(mem)
             if len(words) != int(np.prod(shape, dtype=np.int64)):
                 raise BundleError(f"{name}: {len(words)} values in the .mem file for shape {list(shape)}")
+            if any(len(w) != hex_digits(fmt.word) for w in words):
+                raise BundleError(f"{name}: .mem words must have {hex_digits(fmt.word)} hex digits for {fmt}")
             if parse_coe(coe) != words:
                 raise BundleError(f"{name}: the .coe file differs from the .mem file")
             stored = npz[_file_stem(name)]
@@ -260,3 +299,16 @@ def load(path: str | Path) -> Bundle:
             raw = np.array(values, dtype=np.int64 if fmt.fits_int64 else object).reshape(shape)
             tensors[name] = FixedArray(raw, fmt)
     return Bundle(path, manifest, datapath, tensors)
+
+
+def _check_complete(manifest: dict) -> None:
+    """Every stage of every step and layer the network section promises is listed."""
+    network = manifest.get("network") or {}
+    if "steps" not in network or "layer_sizes" not in network:
+        return  # a bundle written with write() by hand: nothing promised
+    names = {entry["name"] for entry in manifest["tensors"]}
+    missing = [f"step{t}/layer{i}/{stage}" for t in range(network["steps"])
+               for i in range(len(network["layer_sizes"]) - 1) for stage in STAGES
+               if f"step{t}/layer{i}/{stage}" not in names]
+    if missing:
+        raise BundleError(f"the manifest lists no tensor {missing[0]} ({len(missing)} missing in all)")
