@@ -14,12 +14,17 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # run_readmemh.rtl_rounding
 
 
-def run(bundle: Path, rounding: str) -> bool:
-    """Build layer_top.v for the bundle's sizes and run the cocotb test; True when it passes."""
+def run(bundle: Path, rounding: str | None = None) -> bool:
+    """Build layer_top.v for the bundle's sizes and run the cocotb test; True when it passes.
+    ``rounding`` defaults to the bundle's datapath (and other datapaths are refused)."""
     from cocotb_tools.runner import get_results, get_runner
 
+    from run_readmemh import rtl_rounding
+
+    rounding = rounding or rtl_rounding(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     n_out, n_in = next(t["shape"] for t in manifest["tensors"] if t["name"] == "step0/layer0/weight")
     parameters = {"N_IN": n_in, "N_OUT": n_out, "ROUND": {"RND": 0, "RND_CONV": 1}[rounding]}
@@ -41,7 +46,8 @@ def run(bundle: Path, rounding: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--round", default="RND_CONV", choices=["RND", "RND_CONV"])
+    parser.add_argument("--round", choices=["RND", "RND_CONV"],
+                        help="the RTL's rounding (default: the bundle's datapath)")
     args = parser.parse_args()
     return 0 if run(args.bundle, args.round) else 1
 

@@ -7,7 +7,7 @@
 module tb_readmemh;
     parameter N_IN = 3, N_OUT = 4, STEPS = 1, BATCH = 1, ROUND = 1;
     parameter W = 16, F = 8;                            // every RTL format: s16.8
-    parameter W_ACC_FILE = 41;                          // word of the bundle's acc tensor
+    parameter W_ACC_FILE = 35;                          // word of the bundle's acc tensor (manifest.json)
     parameter BUNDLE = "bundle";
     localparam W_ACC = 2 * W + $clog2(N_IN) + 1;
 
@@ -35,7 +35,7 @@ module tb_readmemh;
     reg [W_ACC_FILE-1:0] mem_acc [0:BATCH*N_OUT-1];
     reg [W-1:0] mem_pre [0:BATCH*N_OUT-1];
     reg [W-1:0] mem_act [0:BATCH*N_OUT-1];
-    reg [8*512:1] name;
+    reg [8*2048:1] name;                                // file paths up to 2048 characters
     integer t, s, i, o, checked, failed;
 
     task load(input integer step);
