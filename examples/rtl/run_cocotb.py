@@ -7,7 +7,6 @@ Exits 0 when every integer matches, 1 otherwise. Needs cocotb >= 2.0 and iverilo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -22,12 +21,12 @@ def run(bundle: Path, rounding: str | None = None) -> bool:
     ``rounding`` defaults to the bundle's datapath (and other datapaths are refused)."""
     from cocotb_tools.runner import get_results, get_runner
 
-    from run_readmemh import rtl_rounding
+    from run_readmemh import ROUND_PARAMETER, rtl_rounding
 
     rounding = rounding or rtl_rounding(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     n_out, n_in = next(t["shape"] for t in manifest["tensors"] if t["name"] == "step0/layer0/weight")
-    parameters = {"N_IN": n_in, "N_OUT": n_out, "ROUND": {"RND": 0, "RND_CONV": 1}[rounding]}
+    parameters = {"N_IN": n_in, "N_OUT": n_out, "ROUND": ROUND_PARAMETER[rounding]}
     runner = get_runner("icarus")
     with tempfile.TemporaryDirectory() as build:
         runner.build(sources=[HERE / f for f in ("layer_top.v", "dense_layer.v", "grad_unit.v", "round_sat.v")],
@@ -44,11 +43,9 @@ def run(bundle: Path, rounding: str | None = None) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path)
-    parser.add_argument("--round", choices=["RND", "RND_CONV"],
-                        help="the RTL's rounding (default: the bundle's datapath)")
-    args = parser.parse_args()
+    from run_readmemh import parse_args
+
+    args = parse_args(__doc__)
     return 0 if run(args.bundle, args.round) else 1
 
 

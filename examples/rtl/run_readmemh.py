@@ -19,6 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["tb_readmemh.v", "dense_layer.v", "grad_unit.v", "round_sat.v"]
+#: The RTL's ROUND parameter for each rounding mode it implements.
+ROUND_PARAMETER = {"RND": 0, "RND_CONV": 1}
 
 
 def rtl_rounding(bundle: Path) -> str:
@@ -48,7 +50,7 @@ def run(bundle: Path, rounding: str | None = None) -> tuple[bool, str]:
     steps, batch = manifest["network"]["steps"], manifest["network"]["batch"]
     n_out, n_in = tensors["step0/layer0/weight"]["shape"]
     params = {"BUNDLE": f'"{bundle}"', "STEPS": steps, "BATCH": batch, "N_IN": n_in, "N_OUT": n_out,
-              "W_ACC_FILE": tensors["step0/layer0/acc"]["word"], "ROUND": {"RND": 0, "RND_CONV": 1}[rounding]}
+              "W_ACC_FILE": tensors["step0/layer0/acc"]["word"], "ROUND": ROUND_PARAMETER[rounding]}
     with tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "tb.vvp"
         command = ["iverilog", "-g2005", "-o", str(binary)] + [f"-Ptb_readmemh.{k}={v}" for k, v in params.items()]
@@ -59,12 +61,17 @@ def run(bundle: Path, rounding: str | None = None) -> tuple[bool, str]:
     return "PASS" in out and "FAIL" not in out, out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(doc: str) -> argparse.Namespace:
+    """The runners' command line: BUNDLE_DIR [--round RND|RND_CONV]."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--round", choices=["RND", "RND_CONV"],
+    parser.add_argument("--round", choices=list(ROUND_PARAMETER),
                         help="the RTL's rounding (default: the bundle's datapath)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args(__doc__)
     passed, out = run(args.bundle.resolve(), args.round)
     print(out.strip())
     return 0 if passed else 1
