@@ -97,8 +97,9 @@ def derivative(name: str, z: Val, relu_at_zero: float) -> Val:
 def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, velocity=None):
     """One forward + backward + SGD step on a batch. weights[l][j][i], biases[l][j] are floats
     (the initial values) or Vals; xs, ys lists of float rows. Returns a dict of every stage."""
-    W = [[[w if isinstance(w, Val) else quantize(w, dp["weight"]) for w in row] for row in layer] for layer in weights]
-    B = [[b if isinstance(b, Val) else quantize(b, dp["bias"]) for b in layer] for layer in biases]
+    W = [[[w if isinstance(w, Val) else quantize(w, dp.cast_for("weight", l)) for w in row] for row in layer]
+         for l, layer in enumerate(weights)]
+    B = [[b if isinstance(b, Val) else quantize(b, dp.cast_for("bias", l)) for b in layer] for l, layer in enumerate(biases)]
     batch = len(xs)
     acts = [[[quantize(v, dp["input"]) for v in row] for row in xs]]
     pres = []
@@ -108,9 +109,9 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
             pre_row, act_row = [], []
             for j in range(len(W[l])):
                 product = total([W[l][j][i] * a[i] for i in range(len(a))])
-                pre = cast(cast(product, dp["acc"]) + B[l][j], dp["pre"])
+                pre = cast(cast(product, dp.cast_for("acc", l)) + B[l][j], dp.cast_for("pre", l))
                 pre_row.append(pre)
-                act_row.append(cast(activation(activations[l], pre), dp["act"]))
+                act_row.append(cast(activation(activations[l], pre), dp.cast_for("act", l)))
             pre_l.append(pre_row)
             act_l.append(act_row)
         pres.append(pre_l)
@@ -131,18 +132,18 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
                 f = MEAN_SCALE_BITS + (n - 1).bit_length()
                 scale = Val(round_fraction(Fraction(2**f, n), "RND_CONV"), f)
                 g = Val(diff.raw, diff.frac - 1) * scale
-            row.append(cast(g, dp["out_err"]))
+            row.append(cast(g, dp.cast_for("out_err", len(W) - 1)))
         errors.append(row)
     grads = [None] * len(W)
     for l in reversed(range(len(W))):
-        local = [[cast(errors[b][j] * derivative(activations[l], pres[l][b][j], dp.relu_grad_at_zero), dp["bias_grad"])
+        local = [[cast(errors[b][j] * derivative(activations[l], pres[l][b][j], dp.relu_grad_at_zero), dp.cast_for("bias_grad", l))
                   for j in range(len(W[l]))] for b in range(batch)]
-        bias_grad = [cast(total([local[b][j] for b in range(batch)]), dp["bias_grad"]) for j in range(len(W[l]))]
-        weight_grad = [[cast(total([local[b][j] * acts[l][b][i] for b in range(batch)]), dp["weight_grad"])
+        bias_grad = [cast(total([local[b][j] for b in range(batch)]), dp.cast_for("bias_grad", l)) for j in range(len(W[l]))]
+        weight_grad = [[cast(total([local[b][j] * acts[l][b][i] for b in range(batch)]), dp.cast_for("weight_grad", l))
                         for i in range(len(W[l][0]))] for j in range(len(W[l]))]
         prop = None
         if l > 0:
-            prop = [[cast(total([local[b][j] * W[l][j][i] for j in range(len(W[l]))]), dp["prop_err"])
+            prop = [[cast(total([local[b][j] * W[l][j][i] for j in range(len(W[l]))]), dp.cast_for("prop_err", l))
                      for i in range(len(W[l][0]))] for b in range(batch)]
         grads[l] = {"error": errors, "local": local, "bias_grad": bias_grad, "weight_grad": weight_grad, "prop": prop}
         errors = prop
@@ -152,14 +153,14 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
             return Val(v.raw, v.frac + dp.lr_shift)
         return v * Val(dp.lr.raw, dp.lr.fmt.frac)
 
-    def step(value: Val, grad: Val, role: str, v_old: Val | None):
+    def step(value: Val, grad: Val, role: str, v_old: Val | None, l: int):
         s = grad
         v_new = None
         if v_old is not None:
             mu = Val(dp.momentum.raw, dp.momentum.fmt.frac)
-            v_new = cast(mu * v_old + grad, dp["momentum"])
+            v_new = cast(mu * v_old + grad, dp.cast_for("momentum", l))
             s = v_new
-        return cast(value - cast(lr_times(s), dp["update"]), dp[role]), v_new
+        return cast(value - cast(lr_times(s), dp.cast_for("update", l)), dp.cast_for(role, l)), v_new
 
     new_W, new_B, new_V = [], [], []
     for l in range(len(W)):
@@ -167,11 +168,11 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
         vb = velocity[l][1] if velocity else None
         w_rows, vw_rows = [], []
         for j in range(len(W[l])):
-            pairs = [step(W[l][j][i], grads[l]["weight_grad"][j][i], "weight", vw[j][i] if vw else None)
+            pairs = [step(W[l][j][i], grads[l]["weight_grad"][j][i], "weight", vw[j][i] if vw else None, l)
                      for i in range(len(W[l][0]))]
             w_rows.append([p[0] for p in pairs])
             vw_rows.append([p[1] for p in pairs])
-        b_pairs = [step(B[l][j], grads[l]["bias_grad"][j], "bias", vb[j] if vb else None) for j in range(len(W[l]))]
+        b_pairs = [step(B[l][j], grads[l]["bias_grad"][j], "bias", vb[j] if vb else None, l) for j in range(len(W[l]))]
         new_W.append(w_rows)
         new_B.append([p[0] for p in b_pairs])
         new_V.append((vw_rows, [p[1] for p in b_pairs]))

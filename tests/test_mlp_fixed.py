@@ -60,11 +60,26 @@ def narrow_datapath() -> Datapath:
     return dp.with_role("act", RoleCast.of(QFormat(6, 4, signed=False), "RND", "SAT"))
 
 
+def per_layer_datapath() -> Datapath:
+    """The mixed datapath with per-layer overrides of forward, backward, update and state roles."""
+    from dataclasses import replace
+
+    base = mixed_datapath()
+    return replace(base, layers={
+        0: {"weight": RoleCast.of("s12.10", "RND", "SAT"), "acc": RoleCast.of("s16.9", "RND_CONV", "SAT"),
+            "act": RoleCast.of("u10.8", "RND", "SAT"), "bias_grad": RoleCast.of("s10.6", "TRN", "SAT"),
+            "update": RoleCast.of("s20.18", "RND", "SAT"), "momentum": RoleCast.of("s14.12", "TRN", "SAT")},
+        1: {"pre": RoleCast.of("s10.5", "RND_INF", "SAT"), "out_err": RoleCast.of("s9.6", "RND", "SAT"),
+            "prop_err": RoleCast.of("s11.7", "RND_CONV", "WRAP"), "bias": RoleCast.of("s9.7", "RND", "SAT")},
+    })
+
+
 CASES = [
     ("seed16", Datapath.seed(16, 10), ["relu", "relu"], "sse"),
     ("seed32", Datapath.seed(32, 16), ["relu", "relu"], "sse"),
     ("uniform24", Datapath.uniform(24, 12, "RND", "SAT"), ["leaky_relu:3", "linear"], "half_sse"),
     ("mixed", mixed_datapath(), ["relu", "hard_tanh"], "mse"),
+    ("per_layer", per_layer_datapath(), ["relu", "linear"], "sse"),
     ("narrow", narrow_datapath(), ["relu", "relu"], "sse"),
     ("relu0", Datapath.uniform(20, 10, "RND_CONV", "SAT_SYM").__class__(
         {**Datapath.uniform(20, 10).roles}, relu_grad_at_zero=0.0, lr_shift=5), ["relu", "leaky_relu:2"], "mse"),
@@ -109,7 +124,7 @@ def test_fixed_network_equals_int_oracle(name, dp, activations, loss, batch):
     for l, p in enumerate(new_params):
         assert exact(p.weight) == vals(expected["weights"][l]), f"updated weight of layer {l}"
         assert exact(p.bias) == vals(expected["biases"][l]), f"updated bias of layer {l}"
-        assert p.weight.fmt == dp["weight"].fmt and p.bias.fmt == dp["bias"].fmt
+        assert p.weight.fmt == dp.cast_for("weight", l).fmt and p.bias.fmt == dp.cast_for("bias", l).fmt
     if velocity is not None:
         for l, v in enumerate(velocity):
             assert exact(v.weight) == vals(expected["velocity"][l][0])

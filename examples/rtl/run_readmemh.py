@@ -33,6 +33,8 @@ def rtl_rounding(bundle: Path) -> str:
     wrong = [role for role, cast in datapath.roles.items() if role not in ("acc", "momentum") and
              (cast.fmt != QFormat(16, 8) or cast.overflow.name != "SAT")]
     acc = datapath["acc"]
+    if datapath.layers:
+        wrong = wrong + [f"layer overrides {sorted(datapath.layers)}"]
     if wrong or acc.word is not None or acc.frac is not None or len(modes) != 1 or not modes <= {"RND", "RND_CONV"}:
         raise SystemExit(f"{bundle}: the example RTL is built for every role s16.8, SAT, a full-precision acc and "
                          f"one rounding mode (RND or RND_CONV); this datapath differs (roles {wrong or 'acc/rounding'})")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 import fixprop
 from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError, FixpropError
+from fixprop.explore.datasets import DATASETS
+from fixprop.explore.train import TrainConfig
 from fixprop.fixed import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, FixedArray, Overflow, QFormat, Rounding
 from fixprop.verify.experiment import Experiment, format_report, run, to_json
 from fixprop.verify.references import BACKENDS, available
@@ -45,11 +49,29 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_shape(text: str) -> list[int]:
+def _parse_shape(text: str, option: str = "--shape") -> list[int]:
     parts = text.replace("[", "").replace("]", "").split(",")
-    if not all(part.strip().isdigit() for part in parts):
-        raise ConfigError(f"--shape must be comma-separated positive layer sizes such as 3,7,7,5; got {text!r}")
+    if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise ConfigError(f"{option} must be comma-separated positive layer sizes such as 3,7,7,5; got {text!r}")
     return [int(part) for part in parts]
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    """Integers from "12,16,20" or ranges "4-12" (inclusive), or a mix: "8,10-12"."""
+    values: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (None, None)
+                values.extend(range(int(lo), int(hi) + 1))
+            else:
+                values.append(int(part))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{option} takes integers and ranges such as 12,16 or 4-12; got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -68,23 +90,27 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 
 def datapath_from_args(args: argparse.Namespace) -> Datapath:
-    """The datapath named by --datapath, or built from --preset/--word/--frac/--rounding/--overflow."""
+    """The datapath named by --datapath, or built from --preset/--word/--frac/--rounding/--overflow;
+    --lr-shift replaces its learning rate."""
     if args.datapath:
         chosen = [f"--{n}" for n in ("word", "frac", "rounding", "overflow") if getattr(args, n) is not None]
         if chosen:
             raise ConfigError(f"--datapath gives every role's format and modes; drop {', '.join(chosen)}")
-        return Datapath.load(args.datapath)
-    word = 24 if args.word is None else args.word
-    frac = 12 if args.frac is None else args.frac
-    if args.preset == "seed":
-        dp = Datapath.seed(word, frac)
-        return dp.with_modes(args.rounding, args.overflow)
-    return Datapath.uniform(word, frac, args.rounding or DEFAULT_ROUNDING, args.overflow or DEFAULT_OVERFLOW)
+        dp = Datapath.load(args.datapath)
+    else:
+        word = 24 if args.word is None else args.word
+        frac = 12 if args.frac is None else args.frac
+        if args.preset == "seed":
+            dp = Datapath.seed(word, frac).with_modes(args.rounding, args.overflow)
+        else:
+            dp = Datapath.uniform(word, frac, args.rounding or DEFAULT_ROUNDING, args.overflow or DEFAULT_OVERFLOW)
+    if args.lr_shift is not None:
+        dp = replace(dp, lr_shift=args.lr_shift, lr=None)
+    return dp
 
 
 def add_datapath_options(parser: argparse.ArgumentParser) -> None:
-    """The network and datapath options shared by verify (and later export, train)."""
-    parser.add_argument("--shape", default="3,7,7,5", help="layer sizes, comma-separated (default 3,7,7,5)")
+    """The datapath options shared by verify, export, train, ranges."""
     parser.add_argument("--preset", choices=["seed", "uniform"], default="seed",
                         help="datapath built from --word/--frac: 'seed' = the seed notebook's arithmetic "
                              "(default), 'uniform' = every role the same format")
@@ -93,12 +119,54 @@ def add_datapath_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounding", help="rounding mode of every role (default: the preset's, RND_CONV)")
     parser.add_argument("--overflow", help="overflow mode of every role (default: the preset's, SAT)")
     parser.add_argument("--datapath", metavar="FILE.toml", help="read the datapath from a TOML file instead")
-    parser.add_argument("--seed", type=_count(0), default=0, help="seed of the initial weights and data (default 0)")
+    parser.add_argument("--lr-shift", type=_count(0), help="learning rate 2**-N, replacing the datapath's")
+
+
+def add_network_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """The verify experiment's network options (verify, export, ranges; ``seed=False``: no --seed)."""
+    parser.add_argument("--shape", default="3,7,7,5", help="layer sizes, comma-separated (default 3,7,7,5)")
+    if seed:
+        parser.add_argument("--seed", type=_count(0), default=0,
+                            help="seed of the initial weights and data (default 0)")
     parser.add_argument("--batch", type=_count(1), default=1, help="samples per gradient (default 1)")
     parser.add_argument("--init", default="uniform", help="uniform (default), uniform_neg, ones, he, glorot")
     parser.add_argument("--activation", default="relu", help="relu (default), leaky_relu[:k], linear, hard_tanh")
     parser.add_argument("--output-activation", help="last layer's activation (default: --activation)")
     parser.add_argument("--loss", default="sse", help="sse (default), half_sse, mse")
+
+
+def add_training_options(parser: argparse.ArgumentParser, verify_too: bool = False) -> None:
+    """The training options (train, ranges, sweep): data set, network and schedule. With
+    ``verify_too`` the data set may also be "verify" (the verify experiment, the default)."""
+    defaults = TrainConfig()
+    if verify_too:
+        parser.add_argument("--dataset", default="verify", choices=["verify", *DATASETS],
+                            help="verify (the verify experiment: one gradient and one SGD step per seed, "
+                                 "default), ik or digits (training)")
+    else:
+        parser.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS),
+                            help="ik (the seed's arm, default) or digits (scikit-learn's bundled 8x8 digits)")
+    parser.add_argument("--hidden", default=",".join(map(str, defaults.hidden)),
+                        help=f"hidden layer widths, comma-separated (default {defaults.hidden[0]})")
+    parser.add_argument("--epochs", type=_count(1), default=defaults.epochs,
+                        help=f"passes over the training split (default {defaults.epochs})")
+    parser.add_argument("--train-batch", type=_count(1), default=defaults.batch,
+                        help=f"samples per SGD step (default {defaults.batch})")
+    parser.add_argument("--train-seed", type=_count(0), default=defaults.seed,
+                        help="seed of the data draw, initial weights, batch order and STOCH (default 0)")
+    parser.add_argument("--train-init", default=defaults.init, help=f"initialisation (default {defaults.init})")
+    parser.add_argument("--train-activation", default=defaults.activation,
+                        help=f"hidden activation (default {defaults.activation})")
+    parser.add_argument("--train-output-activation", default=defaults.output_activation,
+                        help=f"output activation (default {defaults.output_activation})")
+    parser.add_argument("--train-loss", default=defaults.loss, help=f"loss (default {defaults.loss})")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden")),
+                       epochs=args.epochs, batch=args.train_batch, seed=args.train_seed, init=args.train_init,
+                       activation=args.train_activation, output_activation=args.train_output_activation,
+                       loss=args.train_loss)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -153,6 +221,129 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train float and fixed-point networks from the same initial weights, side by side."""
+    from fixprop.explore.train import format_report, train
+    from fixprop.progress import ProgressBar
+
+    config = train_config_from_args(args)
+    datapath = datapath_from_args(args)
+    bar = ProgressBar(config.epochs, "epochs", enabled=not args.quiet)
+
+    def progress(epoch: int, summary: dict) -> None:
+        bar.update(info=f"loss float {summary['float_test_loss']:.4g} fixed {summary['fixed_test_loss']:.4g}")
+
+    result = train(config, datapath, progress)
+    bar.close()
+    if args.plot:
+        from fixprop.explore.plots import plot_training
+
+        print(f"wrote {plot_training(result, args.plot)}", file=sys.stderr)
+    print(json.dumps(to_json(result), indent=1) if args.json else format_report(result))
+    return 0
+
+
+def _cmd_ranges(args: argparse.Namespace) -> int:
+    """Range statistics of every cast, and per-role formats proposed for a word length."""
+    from fixprop.explore import ranges
+
+    datapath = datapath_from_args(args)
+    seeds = _parse_ints(args.seeds, "--seeds")
+    if args.dataset == "verify":
+        experiment = Experiment(shape=_parse_shape(args.shape), datapath=datapath, batch=args.batch,
+                                init=args.init, activation=args.activation,
+                                output_activation=args.output_activation, loss=args.loss)
+        collector = ranges.collect_verify(experiment, seeds)
+        source = f"verify experiment {experiment.shape}, batch {args.batch}, seeds {args.seeds}"
+    else:
+        config = train_config_from_args(args)
+        runs = [ranges.collect_training(replace(config, seed=seed), datapath)[0] for seed in seeds]
+        collector = ranges.merged(runs)
+        source = f"training on {config.dataset}, {config.epochs} epoch(s), seeds {args.seeds}"
+    words = dict(_parse_role_word(item) for item in args.role_word)
+    proposed = None
+    if args.propose is not None:
+        proposed = ranges.propose_datapath(collector, datapath, args.propose, args.margin, words,
+                                           not args.per_role)
+        if args.out:
+            Path(args.out).write_text(proposed.to_toml())
+    elif args.out or words:
+        raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
+    if args.plot:
+        from fixprop.explore.plots import plot_ranges
+
+        print(f"wrote {plot_ranges(collector.to_json(), args.plot)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"source": source, "datapath": datapath.name, "stats": collector.to_json(),
+                          "proposed": None if proposed is None else {
+                              "toml": proposed.to_toml(), "rows": ranges.proposal_rows(collector, proposed)}},
+                         indent=1))
+        return 0
+    print(f"fixprop ranges: {source}, under datapath {datapath.name}")
+    print("min/max: exact values arriving at the cast; sat: outside the role format's range; "
+          "underflow: nonzero before the cast, zero after (share of nonzero values)\n")
+    print(ranges.format_table(collector))
+    if proposed is not None:
+        print("\n" + proposed.describe())
+        if args.out:
+            print(f"\nwrote {args.out}")
+    return 0
+
+
+def _parse_role_word(text: str) -> tuple[str, int]:
+    role, _, word = text.partition("=")
+    if not word.strip().isdigit():
+        raise ConfigError(f"--role-word takes ROLE=BITS such as acc=32; got {text!r}")
+    return role.strip(), int(word)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """A grid of datapaths, each measured by gradient error and/or training, on processes or Dask."""
+    from fixprop.explore import sweep
+    from fixprop.progress import ProgressBar
+
+    measures = tuple(m.strip() for m in args.measure.split(","))
+    train_config = train_config_from_args(args)
+    spec = sweep.SweepSpec(
+        words=tuple(_parse_ints(args.words, "--words")), fracs=tuple(_parse_ints(args.fracs, "--fracs")),
+        roundings=tuple(r.strip() for r in args.roundings.split(",")),
+        templates=tuple(t.strip() for t in args.templates.split(",")), measures=measures,
+        seeds=tuple(_parse_ints(args.seeds, "--seeds")), lr_shift=args.lr_shift,
+        verify={"shape": _parse_shape(args.shape), "batch": args.batch},
+        train_config={**vars(train_config), "hidden": list(train_config.hidden)},
+    )
+    points = sweep.grid(spec)
+    if not points:
+        raise ConfigError("the grid is empty: every frac is >= its word")
+    bar = ProgressBar(len(points), "points", enabled=not args.quiet)
+    failures: list[str] = []
+
+    def on_result(result: dict) -> None:
+        if result["status"] != "ok":
+            failures.append(f"point {result['index']} ({result['template']} w{result['word']} f{result['frac']} "
+                            f"{result['rounding']}): {result['error']}")
+        bar.update(info=f"{len(failures)} failed" if failures else "")
+
+    dask = args.dask
+    results = sweep.run_sweep(points, workers=args.workers, dask=dask, on_result=on_result)
+    bar.close()
+    out = Path(args.out)
+    written = sweep.write_outputs(results, spec, out)
+    if not args.no_plot:
+        from fixprop.explore import plots
+
+        for path in (plots.plot_heatmaps(results, out / "heatmap.png"),
+                     plots.plot_sweep_curves(results, out / "final_loss.png")):
+            if path is not None:
+                written.append(path)
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    print(sweep.format_table(results))
+    print(f"\n{len(results)} of {len(points)} point(s) done, {len(failures)} failed; wrote "
+          + ", ".join(str(p) for p in written))
+    return 1 if len(results) < len(points) else 0
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -172,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "[3,7,7,5], uniform init, relu, sse, seed 0, Datapath.seed(24, 12), against autograd.",
     )
     add_datapath_options(verify)
+    add_network_options(verify)
     verify.add_argument("--reference", default="autograd", choices=[*BACKENDS, "all"],
                         help="autodiff reference (default autograd; all = every installed one)")
     verify.add_argument("--repeats", type=_count(1), default=20, help="timed repetitions per gradient (default 20)")
@@ -184,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "integers as .mem ($readmemh), .coe, .npz and a manifest with hashes (docs/hardware.md).",
     )
     add_datapath_options(export)
+    add_network_options(export)
     export.add_argument("--steps", type=_count(1), default=1, help="training steps (default 1)")
     export.add_argument("--out", required=True, metavar="DIR", help="bundle directory to write")
     export.add_argument("--force", action="store_true", help="replace an existing bundle directory")
@@ -191,6 +384,64 @@ def build_parser() -> argparse.ArgumentParser:
                         "(docs/hardware.md; default: numpy's generator seeded by --seed)")
     export.add_argument("--lfsr-bits", type=_count(1), default=16, help="LFSR bits per rounding (default 16)")
     export.set_defaults(run=_cmd_export)
+
+    train = commands.add_parser(
+        "train", help="train float and fixed-point networks side by side on ik or digits",
+        description="Train a float64 network and a fixed-point one from the same initial weights on the same "
+                    "mini-batches; print the held-out loss (and accuracy) after every epoch.",
+    )
+    add_datapath_options(train)
+    add_training_options(train)
+    train.add_argument("--plot", metavar="FILE.png", help="write the loss (and accuracy) curves")
+    train.add_argument("--json", action="store_true", help="print one JSON object with every curve")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_cmd_train)
+
+    ranges = commands.add_parser(
+        "ranges", help="range statistics per layer and role; propose per-role formats for a word length",
+        description="Record every cast of the fixed-point network (min, max, log2 histogram, saturated, "
+                    "underflowed) on the verify experiment or while training; with --propose W, give each role "
+                    "(and layer) the fewest integer bits that hold its range plus --margin, the rest fraction.",
+    )
+    add_datapath_options(ranges)
+    add_network_options(ranges, seed=False)
+    add_training_options(ranges, verify_too=True)
+    ranges.add_argument("--seeds", default="0", help="seeds to observe, merged: 0-7 or 0,3,5 (default 0)")
+    ranges.add_argument("--propose", type=_count(2), metavar="W", help="propose formats of W-bit words")
+    ranges.add_argument("--margin", type=_count(0), default=1, help="extra integer bits (default 1)")
+    ranges.add_argument("--per-role", action="store_true", help="one format per role (default: per-layer "
+                        "overrides where a layer's range needs fewer integer bits)")
+    ranges.add_argument("--role-word", action="append", default=[], metavar="ROLE=BITS",
+                        help="another word length for one role, e.g. acc=32 (repeatable)")
+    ranges.add_argument("--out", metavar="FILE.toml", help="write the proposed datapath")
+    ranges.add_argument("--plot", metavar="FILE.png", help="write the log2 histograms")
+    ranges.add_argument("--json", action="store_true", help="print one JSON object")
+    ranges.set_defaults(run=_cmd_ranges)
+
+    sweep = commands.add_parser(
+        "sweep", help="measure a grid of datapaths (gradient error, training) on processes or Dask",
+        description="For each (template, rounding, word, frac) of the grid: the gradient error against autograd "
+                    "on the verify experiment (--seeds) and/or training against float (--dataset). Writes "
+                    "sweep.csv, sweep.json and PNG plots to --out; a failing point is recorded, not fatal.",
+    )
+    sweep.add_argument("--words", default="16", help="word lengths: 12,16 or 8-16 (default 16)")
+    sweep.add_argument("--fracs", default="8", help="fraction bits: 4-12 (default 8)")
+    sweep.add_argument("--roundings", default="RND_CONV", help="rounding modes, comma-separated (default RND_CONV)")
+    sweep.add_argument("--templates", default="uniform",
+                       help="uniform, seed or FILE.toml (its integer bits kept at each word), comma-separated")
+    sweep.add_argument("--measure", default="gradient", help="gradient, train or gradient,train (default gradient)")
+    sweep.add_argument("--seeds", default="0-7", help="verify seeds of the gradient measure (default 0-7)")
+    sweep.add_argument("--shape", default="3,7,7,5", help="verify network (default 3,7,7,5)")
+    sweep.add_argument("--batch", type=_count(1), default=1, help="verify batch (default 1)")
+    sweep.add_argument("--lr-shift", type=_count(0), help="learning rate 2**-N of every point (default: the template's)")
+    add_training_options(sweep)
+    sweep.add_argument("--out", default="sweep", metavar="DIR", help="output directory (default ./sweep)")
+    sweep.add_argument("--workers", type=_count(1), default=2, help="local processes (default 2; 1 = in-process)")
+    sweep.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: its scheduler address, or "
+                       "'local' to start a LocalCluster of --workers processes")
+    sweep.add_argument("--no-plot", action="store_true", help="write no PNG")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=_cmd_sweep)
 
     bench = commands.add_parser(
         "bench", help="benchmarks: matmul, train step, seed network, memory (medians and ratios)",

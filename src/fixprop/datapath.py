@@ -51,6 +51,9 @@ RELU_GRAD_AT_ZERO_CHOICES = (0.0, 0.5, 1.0)
 
 FULL = "full"
 
+#: Roles whose cast may differ per layer (every role but the data roles input and target).
+LAYER_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("input", "target"))
+
 
 @dataclass(frozen=True)
 class RoleCast:
@@ -167,6 +170,9 @@ class Datapath:
         lr_shift: learning rate ``2**-lr_shift`` applied as an exact right shift; or
         lr: a learning-rate constant in its own format (exactly one of the two).
         momentum: the momentum coefficient as a constant in its own format, or None.
+        layers: per-layer overrides, ``{layer: {role: RoleCast}}`` (layer 0 = the first weight
+            layer): layer ``l``'s casts into a role use the override when there is one, as an FPGA
+            with one format per layer instance. The data roles input and target have no layer.
     """
 
     roles: dict[str, RoleCast]
@@ -175,6 +181,7 @@ class Datapath:
     lr: FixedConstant | None = None
     momentum: FixedConstant | None = None
     name: str = field(default="", compare=False)
+    layers: dict[int, dict[str, RoleCast]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [r for r in ROLES if r not in self.roles and not (r == "momentum" and self.momentum is None)]
@@ -199,12 +206,38 @@ class Datapath:
             raise ConfigError("give exactly one learning rate: lr_shift (an int, lr = 2**-shift) or lr (a constant)")
         if self.lr_shift is not None and (isinstance(self.lr_shift, bool) or not isinstance(self.lr_shift, int)):
             raise ConfigError(f"lr_shift must be an int; got {self.lr_shift!r}")
+        for layer, overrides in self.layers.items():
+            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+                raise ConfigError(f"layer overrides are keyed by layer index (an int >= 0); got {layer!r}")
+            wrong = sorted(set(overrides) - set(LAYER_ROLES))
+            if wrong:
+                raise ConfigError(f"layer {layer}: role(s) {wrong} cannot differ per layer; "
+                                  f"per-layer roles are: {', '.join(LAYER_ROLES)}")
+            if "momentum" in overrides and self.momentum is None:
+                raise ConfigError(f"layer {layer}: a momentum override needs a momentum coefficient")
+            open_ended = [r for r in ("weight", "bias", "momentum") if r in overrides and overrides[r].fmt is None]
+            if open_ended:
+                raise ConfigError(f"layer {layer}: role(s) {open_ended} hold state and need a fixed word and frac")
 
     def __getitem__(self, role: str) -> RoleCast:
         try:
             return self.roles[role]
         except KeyError:
             raise ConfigError(f"unknown datapath role {role!r}; roles are: {', '.join(ROLES)}") from None
+
+    def cast_for(self, role: str, layer: int | None) -> RoleCast:
+        """The cast of ``role`` at ``layer``: the layer's override, else the role's cast."""
+        override = self.layers.get(layer) if layer is not None else None
+        if override is not None and role in override:
+            return override[role]
+        return self[role]
+
+    def check_layers(self, n_layers: int) -> None:
+        """Raise ConfigError when an override names a layer a network of ``n_layers`` lacks."""
+        extra = sorted(layer for layer in self.layers if layer >= n_layers)
+        if extra:
+            raise ConfigError(f"datapath {self.name!r} overrides layer(s) {extra} but the network has "
+                              f"{n_layers} layer(s), 0..{n_layers - 1}")
 
     @property
     def learning_rate(self) -> float:
@@ -222,15 +255,22 @@ class Datapath:
         return replace(self, roles={**self.roles, role: cast})
 
     def with_modes(self, rounding: Rounding | str | None = None, overflow: Overflow | str | None = None) -> "Datapath":
-        """A copy whose every role uses ``rounding`` and/or ``overflow`` (None keeps each role's own)."""
-        roles = {
-            role: replace(cast,
-                          rounding=cast.rounding if rounding is None else Rounding.parse(rounding),
-                          overflow=cast.overflow if overflow is None else Overflow.parse(overflow))
-            for role, cast in self.roles.items()
-        }
+        """A copy whose every role (and layer override) uses ``rounding`` and/or ``overflow``
+        (None keeps each cast's own)."""
+        def modes(cast: RoleCast) -> RoleCast:
+            return replace(cast, rounding=cast.rounding if rounding is None else Rounding.parse(rounding),
+                           overflow=cast.overflow if overflow is None else Overflow.parse(overflow))
+
+        roles = {role: modes(cast) for role, cast in self.roles.items()}
+        layers = {layer: {role: modes(cast) for role, cast in o.items()} for layer, o in self.layers.items()}
         suffix = " ".join(str(m) for m in (rounding, overflow) if m is not None)
-        return replace(self, roles=roles, name=f"{self.name} {suffix}".strip())
+        return replace(self, roles=roles, layers=layers, name=f"{self.name} {suffix}".strip())
+
+    def all_casts(self) -> list[tuple[str, int | None, RoleCast]]:
+        """Every cast as (role, layer, cast): the roles (layer None), then the layer overrides."""
+        casts = [(role, None, cast) for role, cast in self.roles.items()]
+        casts += [(role, layer, cast) for layer in sorted(self.layers) for role, cast in self.layers[layer].items()]
+        return casts
 
     # -- presets ---------------------------------------------------------------------------
     @classmethod
@@ -270,6 +310,12 @@ class Datapath:
             if role in self.roles:
                 lines += ["", f"[roles.{role}]"]
                 lines += [f"{key} = {_toml_value(value)}" for key, value in self.roles[role].to_toml_table().items()]
+        for layer in sorted(self.layers):
+            for role in ROLES:
+                if role in self.layers[layer]:
+                    lines += ["", f"[layers.{layer}.{role}]"]
+                    lines += [f"{key} = {_toml_value(value)}"
+                              for key, value in self.layers[layer][role].to_toml_table().items()]
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | Path) -> None:
@@ -283,7 +329,7 @@ class Datapath:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{source}: not valid TOML: {error}") from None
-        allowed = {"relu_grad_at_zero", "lr_shift", "lr", "momentum", "roles"}
+        allowed = {"relu_grad_at_zero", "lr_shift", "lr", "momentum", "roles", "layers"}
         _no_unknown(doc, allowed, source, "top level")
         roles_doc = doc.get("roles")
         if not isinstance(roles_doc, dict):
@@ -297,6 +343,22 @@ class Datapath:
                 raise
             except FixpropError as error:
                 raise ConfigError(f"{where}: {error}") from None
+        layers: dict[int, dict[str, RoleCast]] = {}
+        layers_doc = doc.get("layers", {})
+        if not isinstance(layers_doc, dict):
+            raise ConfigError(f"{source}: layers must be tables [layers.<index>.<role>]")
+        for key, overrides in layers_doc.items():
+            if not key.isdigit() or not isinstance(overrides, dict):
+                raise ConfigError(f"{source}: [layers.{key}] must be [layers.<index>.<role>] with index 0, 1, ...")
+            layers[int(key)] = {}
+            for name, table in overrides.items():
+                where = f"{source} [layers.{key}.{name}]"
+                try:
+                    layers[int(key)][name] = _role_from_table(table, where)
+                except ConfigError:
+                    raise
+                except FixpropError as error:
+                    raise ConfigError(f"{where}: {error}") from None
         try:
             lr = _constant_from_table(doc["lr"], f"{source} [lr]") if "lr" in doc else None
             momentum = _constant_from_table(doc["momentum"], f"{source} [momentum]") if "momentum" in doc else None
@@ -307,6 +369,7 @@ class Datapath:
                 lr=lr,
                 momentum=momentum,
                 name=source,
+                layers=layers,
             )
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}" if not str(error).startswith(source) else str(error)) from None
@@ -327,6 +390,9 @@ class Datapath:
         """A table of role -> cast, one per line."""
         lines = [f"datapath {self.name}".rstrip()]
         lines += [f"  {role:<12} {self.roles[role].describe()}" for role in ROLES if role in self.roles]
+        for layer in sorted(self.layers):
+            lines += [f"  {role:<12} {self.layers[layer][role].describe()}  (layer {layer})"
+                      for role in ROLES if role in self.layers[layer]]
         lr = f"2**-{self.lr_shift}" if self.lr_shift is not None else f"{self.lr.quantized!r} ({self.lr.fmt})"
         lines.append(f"  relu'(0) = {self.relu_grad_at_zero}, learning rate {lr}"
                      + (f", momentum {self.momentum.quantized!r} ({self.momentum.fmt})" if self.momentum else ""))

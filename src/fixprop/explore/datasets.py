@@ -1,6 +1,8 @@
-"""Data sets, generated here (never downloaded).
+"""Data sets, generated here or shipped inside an installed package (never downloaded).
 
 ``ik``: the seed's hardware task, inverse kinematics of a 5-joint arm, x, y, z -> 5 joint angles.
+``digits``: scikit-learn's bundled 8x8 handwritten digits (the ``digits`` extra), 10 classes.
+``load_dataset(name)`` returns either as a :class:`Dataset` with a train and a held-out split.
 
 The arm (a small desktop arm; lengths in metres):
 
@@ -35,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from fixprop.errors import ConfigError
 
 TOOL_PITCH = -np.pi / 2  # the tool points straight down
 
@@ -93,3 +97,70 @@ def ik_dataset(n: int, seed: int = 0, arm: ArmGeometry = ARM) -> tuple[np.ndarra
     sampled = [rng.uniform(lo, hi, n) for lo, hi in arm.limits]
     angles = dependent_joints(*sampled)
     return forward_kinematics(angles, arm) / arm.reach, angles / np.pi
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train split and a held-out split; ``classes`` > 0 marks a classification task whose
+    targets are one-hot (accuracy = argmax of the outputs against argmax of the targets)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int = 0
+    description: str = ""
+
+    @property
+    def n_inputs(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.y_train.shape[1]
+
+
+#: Samples of the ik data set: train and held-out.
+IK_TRAIN, IK_TEST = 2048, 512
+
+
+def ik(seed: int = 0, n_train: int = IK_TRAIN, n_test: int = IK_TEST) -> Dataset:
+    """The ik task as a Dataset: one draw of n_train + n_test samples (``ik_dataset``), split in order."""
+    x, y = ik_dataset(n_train + n_test, seed)
+    return Dataset("ik", x[:n_train], y[:n_train], x[n_train:], y[n_train:], 0,
+                   "x,y,z / reach -> 5 joint angles / pi (explore/datasets.py)")
+
+
+#: Share of the digits held out for testing.
+DIGITS_TEST_FRACTION = 0.2
+
+
+def digits(seed: int = 0, test_fraction: float = DIGITS_TEST_FRACTION) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, read from the installed package, no
+    download): pixels 0..16 divided by 16 (inputs in [0, 1], 64 features); targets one-hot
+    (10 outputs of 0 or 1). A permutation drawn from ``seed`` holds out ``test_fraction``."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ConfigError("the digits data set needs scikit-learn: pip install 'fixprop[digits]'") from None
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"test_fraction must be between 0 and 1; got {test_fraction!r}")
+    bunch = load_digits()
+    x = bunch.data.astype(np.float64) / 16.0
+    y = np.eye(10)[bunch.target]
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10,
+                   "8x8 digits, pixels / 16 -> one-hot of 10 classes (scikit-learn's bundled copy)")
+
+
+DATASETS = {"ik": ik, "digits": digits}
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """The data set ``name`` (ik or digits) drawn or split with ``seed``."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")
+    return DATASETS[name](seed)

@@ -9,7 +9,7 @@ The network (``mlp.py``) only calls the methods below, so there is one network a
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,14 +37,14 @@ class FloatArithmetic:
         """Float arithmetic with a datapath's relu'(0), learning rate and momentum (as quantized)."""
         return cls(datapath.relu_grad_at_zero, datapath.learning_rate, datapath.momentum_coefficient)
 
-    def data(self, x: Any, role: str) -> np.ndarray:
+    def data(self, x: Any, role: str, layer: int | None = None) -> np.ndarray:
         """Real-valued data (input, target, initial parameters) as float64."""
         arr = np.array(x.to_float() if isinstance(x, FixedArray) else x, dtype=np.float64)
         if not np.isfinite(arr).all():
             raise NonFiniteError(f"{role} data contains NaN or infinity")
         return arr
 
-    def cast(self, x: np.ndarray, role: str) -> np.ndarray:
+    def cast(self, x: np.ndarray, role: str, layer: int | None = None) -> np.ndarray:
         return x
 
     def dyadic(self, values: np.ndarray, frac: int) -> np.ndarray:
@@ -65,7 +65,7 @@ class FloatArithmetic:
         """The factor 1/n of a mean."""
         return 1.0 / n
 
-    def zeros_like(self, x: np.ndarray, role: str) -> np.ndarray:
+    def zeros_like(self, x: np.ndarray, role: str, layer: int | None = None) -> np.ndarray:
         return np.zeros_like(x)
 
     maximum = staticmethod(np.maximum)
@@ -83,26 +83,39 @@ class FixedArithmetic:
     Args:
         datapath: the per-role casts and settings.
         rng: the generator that ``STOCH`` casts draw from (required when any role uses STOCH).
+        observer: called as ``observer(role, layer, exact, result)`` after every cast, with the
+            exact value before it (a FixedArray, or float64 data) and the cast result; range
+            statistics (``fixprop.explore.ranges``) use it. ``layer`` is None for input/target.
     """
 
     name = "fixed"
 
-    def __init__(self, datapath: Datapath, rng: np.random.Generator | None = None):
+    def __init__(self, datapath: Datapath, rng: np.random.Generator | None = None,
+                 observer: Callable[[str, int | None, Any, FixedArray], None] | None = None):
         self.datapath = datapath
         self.rng = rng
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
+        self.observer = observer
 
-    def data(self, x: Any, role: str) -> FixedArray:
+    def data(self, x: Any, role: str, layer: int | None = None) -> FixedArray:
         """Quantize real data (floats) into the role's format, or cast a FixedArray into it."""
         if isinstance(x, FixedArray):
-            return self.cast(x, role)
-        spec = self.datapath[role]
-        return FixedArray.from_float(np.asarray(x, dtype=np.float64), spec.fmt, spec.rounding, spec.overflow, self.rng)
+            return self.cast(x, role, layer)
+        spec = self.datapath.cast_for(role, layer)
+        exact = np.asarray(x, dtype=np.float64)
+        result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, self.rng)
+        if self.observer is not None:
+            self.observer(role, layer, exact, result)
+        return result
 
-    def cast(self, x: FixedArray, role: str) -> FixedArray:
-        """Cast ``x`` into ``role``: the datapath's format, rounding and overflow for it."""
-        spec = self.datapath[role]
-        return x.cast(spec.target_format(x.fmt), spec.rounding, spec.overflow, self.rng)
+    def cast(self, x: FixedArray, role: str, layer: int | None = None) -> FixedArray:
+        """Cast ``x`` into ``role``: the datapath's format, rounding and overflow for it
+        (at ``layer``: the datapath's override for that layer when it has one)."""
+        spec = self.datapath.cast_for(role, layer)
+        result = x.cast(spec.target_format(x.fmt), spec.rounding, spec.overflow, self.rng)
+        if self.observer is not None:
+            self.observer(role, layer, x, result)
+        return result
 
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
         """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""
@@ -129,8 +142,8 @@ class FixedArithmetic:
         raw = ((1 << (frac + 1)) + n) // (2 * n)  # floor(2**f / n + 1/2), in integers
         return FixedArray(np.asarray(raw, dtype=object), QFormat(MEAN_SCALE_BITS + 1, frac, signed=False))
 
-    def zeros_like(self, x: FixedArray, role: str) -> FixedArray:
-        return FixedArray.zeros(x.shape, self.datapath[role].fmt)
+    def zeros_like(self, x: FixedArray, role: str, layer: int | None = None) -> FixedArray:
+        return FixedArray.zeros(x.shape, self.datapath.cast_for(role, layer).fmt)
 
     maximum = staticmethod(maximum)
     minimum = staticmethod(minimum)

@@ -297,13 +297,13 @@ class _TracingArithmetic:
         self.float_settings = float_settings
         self.rng_used = False
 
-    def data(self, x: Sym, role: str) -> Sym:
-        return self.cast(x, role)
+    def data(self, x: Sym, role: str, layer: int | None = None) -> Sym:
+        return self.cast(x, role, layer)
 
-    def cast(self, x: Sym, role: str) -> Sym:
+    def cast(self, x: Sym, role: str, layer: int | None = None) -> Sym:
         if self.datapath is None:
             return x
-        spec = self.datapath[role]
+        spec = self.datapath.cast_for(role, layer)
         dst = spec.target_format(x.fmt)
         plan = q.cast_plan(x.fmt, dst, spec.rounding, spec.overflow)
         if plan.shift == 0 and not plan.may_overflow:
@@ -391,8 +391,8 @@ class _TracingArithmetic:
         kind = _kind(fmt)
         return a._new(f"np.where({cond.var}, {a.aligned(fmt, kind)}, {b.aligned(fmt, kind)})", fmt, a.shape, kind)
 
-    def zeros_like(self, x: Sym, role: str) -> Sym:
-        fmt = None if self.datapath is None else self.datapath[role].fmt
+    def zeros_like(self, x: Sym, role: str, layer: int | None = None) -> Sym:
+        fmt = None if self.datapath is None else self.datapath.cast_for(role, layer).fmt
         return x._new(f"np.zeros({x.shape!r})", fmt, x.shape, _kind(fmt))
 
 
@@ -534,14 +534,14 @@ def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool =
     sizes = net.layer_sizes
     names: list[str] = []
 
-    def placeholder(name: str, role: str, shape: tuple[int, ...]) -> Sym:
-        fmt = None if datapath is None else datapath[role].fmt
+    def placeholder(name: str, role: str, shape: tuple[int, ...], layer: int | None = None) -> Sym:
+        fmt = None if datapath is None else datapath.cast_for(role, layer).fmt
         names.append(name)
         return Sym(code, name, fmt, shape, _kind(fmt))
 
     def layer_placeholders(prefix: str, role_w: str, role_b: str) -> list[LayerParams]:
-        return [LayerParams(placeholder(f"{prefix}w{i}", role_w, (n_out, n_in)),
-                            placeholder(f"{prefix}b{i}", role_b, (n_out,)))
+        return [LayerParams(placeholder(f"{prefix}w{i}", role_w, (n_out, n_in), i),
+                            placeholder(f"{prefix}b{i}", role_b, (n_out,), i))
                 for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
     params = layer_placeholders("", "weight", "bias")

@@ -126,7 +126,11 @@ class MLP:
     def params_in(self, ar: Any, params: Sequence[LayerParams]) -> list[LayerParams]:
         """Parameters converted into an arithmetic (quantized into the weight/bias roles in fixed point)."""
         self._check_params(params)
-        return [LayerParams(ar.data(p.weight, "weight"), ar.data(p.bias, "bias")) for p in params]
+        datapath = getattr(ar, "datapath", None)
+        if datapath is not None:
+            datapath.check_layers(self.n_layers)
+        return [LayerParams(ar.data(p.weight, "weight", layer=i), ar.data(p.bias, "bias", layer=i))
+                for i, p in enumerate(params)]
 
     def _check_params(self, params: Sequence[LayerParams]) -> None:
         if len(params) != self.n_layers:
@@ -143,10 +147,10 @@ class MLP:
         layers = []
         for i, p in enumerate(params):
             product = a @ p.weight.T                      # exact
-            acc = ar.cast(product, "acc")
+            acc = ar.cast(product, "acc", layer=i)
             pre_full = acc + p.bias                       # exact (bias aligned)
-            pre = ar.cast(pre_full, "pre")
-            act = ar.cast(self.activation_of(i).forward(ar, pre), "act")
+            pre = ar.cast(pre_full, "pre", layer=i)
+            act = ar.cast(self.activation_of(i).forward(ar, pre), "act", layer=i)
             layers.append(LayerTrace(a, product, acc, pre_full, pre, act))
             a = act
         return ForwardTrace(layers)
@@ -156,14 +160,14 @@ class MLP:
         y = ar.data(self._batch(y, self.layer_sizes[-1], "y"), "target")
         if np.shape(y)[0] != np.shape(trace.output)[0]:
             raise ShapeError(f"y has {np.shape(y)[0]} samples but the forward pass had {np.shape(trace.output)[0]}")
-        error = ar.cast(self.loss.gradient(ar, trace.output, y), "out_err")
+        error = ar.cast(self.loss.gradient(ar, trace.output, y), "out_err", layer=self.n_layers - 1)
         grads: list[LayerGrads] = []
         for i in reversed(range(self.n_layers)):
             layer = trace.layers[i]
-            local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre), "bias_grad")
-            bias_grad = ar.cast(local.sum(axis=0), "bias_grad")
-            weight_grad = ar.cast(local.T @ layer.input, "weight_grad")
-            prop = ar.cast(local @ params[i].weight, "prop_err") if i > 0 else None
+            local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre), "bias_grad", layer=i)
+            bias_grad = ar.cast(local.sum(axis=0), "bias_grad", layer=i)
+            weight_grad = ar.cast(local.T @ layer.input, "weight_grad", layer=i)
+            prop = ar.cast(local @ params[i].weight, "prop_err", layer=i) if i > 0 else None
             grads.append(LayerGrads(error, local, weight_grad, bias_grad, prop))
             error = prop
         return grads[::-1]
@@ -184,10 +188,10 @@ class MLP:
                                              (p.bias, g.bias_grad, "bias", velocity and velocity[i].bias)):
                 step = grad
                 if velocity is not None:
-                    step = ar.cast(ar.times_momentum(old_v) + grad, "momentum")
+                    step = ar.cast(ar.times_momentum(old_v) + grad, "momentum", layer=i)
                     velocities.append(step)
-                update = ar.cast(ar.times_lr(step), "update")
-                updated.append(ar.cast(value - update, role))
+                update = ar.cast(ar.times_lr(step), "update", layer=i)
+                updated.append(ar.cast(value - update, role, layer=i))
             new_params.append(LayerParams(*updated))
             if velocity is not None:
                 new_velocity.append(LayerParams(*velocities))
@@ -195,7 +199,8 @@ class MLP:
 
     def zero_velocity(self, ar: Any, params: Sequence[LayerParams]) -> list[LayerParams]:
         """Momentum state at rest, in the momentum role's format."""
-        return [LayerParams(ar.zeros_like(p.weight, "momentum"), ar.zeros_like(p.bias, "momentum")) for p in params]
+        return [LayerParams(ar.zeros_like(p.weight, "momentum", i), ar.zeros_like(p.bias, "momentum", i))
+                for i, p in enumerate(params)]
 
     @staticmethod
     def _batch(x: Any, width: int, name: str) -> Any:

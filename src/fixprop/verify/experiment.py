@@ -32,7 +32,7 @@ class Experiment:
     activation: str = "relu"
     output_activation: str | None = None
     loss: str = "sse"
-    timing_repeats: int = 20
+    timing_repeats: int = 20  # 0: no timing (sweeps)
 
 
 def make_data(net: MLP, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +85,9 @@ def run(exp: Experiment) -> dict:
 
     float_g, fixed_g = float_grads(), fixed_grads()
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
-    float_fast = _fast_gradients(net, float_ar, float_params, x, y)
-    fixed_fast = _fast_gradients(net, fixed_ar, fixed_params, x_fixed, y_fixed)
+    timed = exp.timing_repeats > 0
+    float_fast = _fast_gradients(net, float_ar, float_params, x, y) if timed else None
+    fixed_fast = _fast_gradients(net, fixed_ar, fixed_params, x_fixed, y_fixed) if timed else None
     float_pairs = [(g.weight_grad, g.bias_grad) for g in float_g]
     fixed_pairs = [(g.weight_grad.to_float(), g.bias_grad.to_float()) for g in fixed_g]
     lsb = ([g.weight_grad.fmt.resolution for g in fixed_g], [g.bias_grad.fmt.resolution for g in fixed_g])
@@ -99,12 +100,13 @@ def run(exp: Experiment) -> dict:
         "references": {},
     }
     timings = {"fixprop_float": _seconds_per_call(float_fast or float_grads, exp.timing_repeats),
-               "fixprop_fixed": _seconds_per_call(fixed_fast or fixed_grads, exp.timing_repeats)}
+               "fixprop_fixed": _seconds_per_call(fixed_fast or fixed_grads, exp.timing_repeats)} if timed else {}
     for name in exp.references:
         ref = references.reference_gradients(name, net, params, x, y, dp.relu_grad_at_zero)
-        timings[name] = _seconds_per_call(
-            lambda: references.reference_gradients(name, net, params, x, y, dp.relu_grad_at_zero),
-            exp.timing_repeats)
+        if timed:
+            timings[name] = _seconds_per_call(
+                lambda: references.reference_gradients(name, net, params, x, y, dp.relu_grad_at_zero),
+                exp.timing_repeats)
         result["references"][name] = {
             "float": compare_gradients(float_pairs, ref),
             "fixed": compare_gradients(fixed_pairs, ref, lsb),
@@ -167,10 +169,10 @@ def format_report(result: dict) -> str:
         lines.append(f"  layer {i}: {_pct(w.mean_relative_error)} / {_pct(b.mean_relative_error)}, "
                      f"{w.max_abs_error_lsb:.2f} / {b.max_abs_error_lsb:.2f} LSB")
     t = result["seconds_per_gradient"]
-    lines += ["", "time per gradient (median):"]
+    lines += ["", "time per gradient (median):" if t else "not timed"]
     for name, seconds in t.items():
         lines.append(f"  {name:<14} {seconds * 1e6:10.1f} us")
-    for name in result["references"]:
+    for name in result["references"] if t else []:
         lines.append(f"  {name} / fixprop float = {t[name] / t['fixprop_float']:.1f}x, "
                      f"{name} / fixprop fixed = {t[name] / t['fixprop_fixed']:.1f}x")
     lines += ["", f"Float percentage difference: {result['float']['mean_relative_error']:.2%}",

@@ -1,0 +1,345 @@
+"""Range statistics of every cast, and per-role format proposals from them.
+
+A :class:`RangeCollector` is the ``observer`` of a :class:`~fixprop.nn.arithmetic.FixedArithmetic`:
+each cast reports its role, its layer, the exact value before the cast and the result. Per
+(role, layer) it keeps, exactly:
+
+- ``count``, ``min``, ``max`` of the exact values arriving at the cast (``Fraction``);
+- ``saturated``: values outside the cast format's range [fmt.min, fmt.max] (the overflow mode
+  changed them);
+- ``underflowed``: values that are nonzero before the cast and zero after it;
+- ``log2_histogram``: for nonzero values, how many have floor(log2 |v|) = e, for each e.
+
+:func:`propose_datapath` turns the ranges into per-role formats for a word length, as MATLAB's
+"propose fraction lengths": the fewest integer bits (sign included) that hold the observed
+[min, max] of the role over all layers, plus ``margin`` bits, and the rest of the word as
+fraction bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from fixprop.datapath import LAYER_ROLES, ROLES, Datapath, RoleCast
+from fixprop.errors import ConfigError
+from fixprop.fixed.array import FixedArray
+from fixprop.fixed.format import QFormat
+
+if TYPE_CHECKING:
+    from fixprop.explore.train import TrainConfig
+    from fixprop.verify.experiment import Experiment
+
+
+@dataclass
+class RoleStats:
+    """Statistics of the values cast into one role at one layer (layer None: data, no layer)."""
+
+    role: str
+    layer: int | None
+    formats: set[str] = field(default_factory=set)
+    count: int = 0
+    nonzero: int = 0
+    min: Fraction | None = None
+    max: Fraction | None = None
+    saturated: int = 0
+    underflowed: int = 0
+    log2_histogram: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def saturated_percent(self) -> float:
+        return 100.0 * self.saturated / self.count if self.count else 0.0
+
+    @property
+    def underflowed_percent(self) -> float:
+        """Underflows as a share of the values that were nonzero before the cast."""
+        return 100.0 * self.underflowed / self.nonzero if self.nonzero else 0.0
+
+    def merge(self, other: "RoleStats") -> None:
+        """Add another set of observations of the same role into this one."""
+        self.formats |= other.formats
+        self.count += other.count
+        self.nonzero += other.nonzero
+        self.saturated += other.saturated
+        self.underflowed += other.underflowed
+        self.min = _fmin(self.min, other.min)
+        self.max = _fmax(self.max, other.max)
+        for e, n in other.log2_histogram.items():
+            self.log2_histogram[e] = self.log2_histogram.get(e, 0) + n
+
+    def to_json(self) -> dict:
+        return {
+            "role": self.role, "layer": self.layer, "formats": sorted(self.formats), "count": self.count,
+            "nonzero": self.nonzero,
+            "min": None if self.min is None else float(self.min),
+            "max": None if self.max is None else float(self.max),
+            "saturated": self.saturated, "saturated_percent": self.saturated_percent,
+            "underflowed": self.underflowed, "underflowed_percent": self.underflowed_percent,
+            "log2_histogram": {str(e): n for e, n in sorted(self.log2_histogram.items())},
+        }
+
+
+def _fmin(a: Fraction | None, b: Fraction | None) -> Fraction | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _fmax(a: Fraction | None, b: Fraction | None) -> Fraction | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+class RangeCollector:
+    """Observer of fixed-point casts (``FixedArithmetic(..., observer=collector)``)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[tuple[str, int | None], RoleStats] = {}
+
+    def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray) -> None:
+        observed = observe(role, layer, exact, result.raw, result.fmt)
+        key = (role, layer)
+        if key in self.stats:
+            self.stats[key].merge(observed)
+        else:
+            self.stats[key] = observed
+
+    def table(self) -> list[RoleStats]:
+        """The statistics in datapath role order, then by layer (data first)."""
+        return sorted(self.stats.values(),
+                      key=lambda s: (ROLES.index(s.role), -1 if s.layer is None else s.layer))
+
+    def by_role(self) -> dict[str, RoleStats]:
+        """Statistics of each role merged over its layers."""
+        merged: dict[str, RoleStats] = {}
+        for s in self.table():
+            if s.role not in merged:
+                merged[s.role] = RoleStats(s.role, None)
+            merged[s.role].merge(s)
+        return merged
+
+    def to_json(self) -> list[dict]:
+        return [s.to_json() for s in self.table()]
+
+
+def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fmt: QFormat) -> RoleStats:
+    """Statistics of one cast: ``exact`` (a FixedArray, or float64 data) cast to raw ``result_raw``
+    in ``fmt``."""
+    stats = RoleStats(role, layer, {str(fmt)})
+    after_zero = np.asarray(result_raw) == 0
+    if isinstance(exact, FixedArray):
+        raw, frac = exact.raw, exact.fmt.frac
+        if raw.dtype != object:
+            raw = np.asarray(raw, dtype=np.int64)
+        lo_raw, hi_raw = _scaled_bounds(fmt, frac)
+        if raw.dtype != object:  # int64 raw cannot pass bounds beyond int64
+            lo_raw, hi_raw = max(lo_raw, -(2**63)), min(hi_raw, 2**63 - 1)
+        above, below = raw > hi_raw, raw < lo_raw
+        scale = Fraction(1, 2**frac) if frac >= 0 else Fraction(2 ** -frac)
+        values_min = None if raw.size == 0 else Fraction(int(raw.min())) * scale
+        values_max = None if raw.size == 0 else Fraction(int(raw.max())) * scale
+        nonzero = raw != 0
+        exponents = _floor_log2_int(raw[nonzero]) - frac
+    else:
+        x = np.asarray(exact, dtype=np.float64)
+        scaled = np.ldexp(x, fmt.frac)
+        if fmt.word <= 53:
+            above, below = scaled > fmt.raw_max, scaled < fmt.raw_min
+        else:  # compare exactly: such large raw bounds are not all float64 values
+            flat = [Fraction(v) for v in scaled.ravel()]
+            above = np.array([v > fmt.raw_max for v in flat], dtype=bool).reshape(x.shape)
+            below = np.array([v < fmt.raw_min for v in flat], dtype=bool).reshape(x.shape)
+        values_min = None if x.size == 0 else Fraction(float(x.min()))
+        values_max = None if x.size == 0 else Fraction(float(x.max()))
+        nonzero = x != 0
+        exponents = np.frexp(x[nonzero])[1].astype(np.int64) - 1
+    stats.count = int(np.size(nonzero))
+    stats.nonzero = int(np.count_nonzero(nonzero))
+    stats.min, stats.max = values_min, values_max
+    stats.saturated = int(np.count_nonzero(above) + np.count_nonzero(below))
+    stats.underflowed = int(np.count_nonzero(nonzero & after_zero))
+    values, counts = np.unique(np.asarray(exponents, dtype=np.int64), return_counts=True)
+    stats.log2_histogram = {int(e): int(n) for e, n in zip(values, counts)}
+    return stats
+
+
+def _scaled_bounds(fmt: QFormat, src_frac: int) -> tuple[int, int]:
+    """Raw bounds (lo, hi) at fraction ``src_frac`` such that a raw r at that fraction lies in
+    fmt's range exactly when lo <= r <= hi (r * 2**(fmt.frac - src_frac) compared exactly)."""
+    shift = src_frac - fmt.frac
+    if shift >= 0:
+        lo, hi = fmt.raw_min << shift, fmt.raw_max << shift
+    else:  # r * 2**k <= M  <=>  r <= floor(M / 2**k); r * 2**k >= m  <=>  r >= ceil(m / 2**k)
+        lo, hi = -((-fmt.raw_min) >> -shift), fmt.raw_max >> -shift
+    return lo, hi
+
+
+def _floor_log2_int(raw: np.ndarray) -> np.ndarray:
+    """floor(log2 |r|) of nonzero integers, exactly (int64 or Python-int object arrays)."""
+    if raw.dtype == object:
+        return np.array([abs(int(r)).bit_length() - 1 for r in raw.ravel()], dtype=np.int64)
+    unsigned = raw.astype(np.uint64)
+    magnitude = np.where(raw < 0, ~unsigned + np.uint64(1), unsigned)  # |int64 min| = 2**63 fits
+    estimate = np.frexp(magnitude.astype(np.float64))[1].astype(np.int64) - 1
+    # float64 rounding can carry |r| >= 2**53 up to the next power of two: step back there
+    too_high = (magnitude >> np.minimum(estimate, 63).astype(np.uint64)) == 0
+    return estimate - too_high.astype(np.int64)
+
+
+# -- proposals -------------------------------------------------------------------------------------
+
+def integer_bits(lo: Fraction, hi: Fraction, word: int, signed: bool = True) -> int:
+    """The fewest integer bits I (sign bit included when signed; may be negative or exceed
+    ``word``) such that the format of ``word`` bits with ``word - I`` fraction bits holds every
+    value in [lo, hi]. All-zero ranges give I = 1 (signed) or 0 (unsigned)."""
+    lo, hi = Fraction(lo), Fraction(hi)
+    if lo > hi:
+        raise ConfigError(f"empty range [{lo}, {hi}]")
+    if not signed and lo < 0:
+        raise ConfigError(f"an unsigned format cannot hold the negative minimum {float(lo)!r}")
+
+    def holds(bits: int) -> bool:
+        fmt = QFormat(word, word - bits, signed)
+        scale = Fraction(2) ** fmt.frac
+        return fmt.raw_min <= lo * scale and hi * scale <= fmt.raw_max
+
+    magnitude = max(-lo, hi)
+    if magnitude == 0:
+        return 1 if signed else 0
+    bits = math.floor(math.log2(magnitude)) + (1 if signed else 0)  # an estimate; corrected below
+    while holds(bits - 1):
+        bits -= 1
+    while not holds(bits):
+        bits += 1
+    return bits
+
+
+def propose_datapath(
+    collector: RangeCollector,
+    base: Datapath,
+    word: int,
+    margin: int = 1,
+    words: dict[str, int] | None = None,
+    per_layer: bool = True,
+) -> Datapath:
+    """Formats of ``word`` bits (or ``words[role]``) for the observed ranges.
+
+    Each observed role gets ``integer_bits(min, max) + margin`` integer bits over all its layers
+    and the rest of the word as fraction. With ``per_layer``, a layer whose own range needs
+    fewer integer bits gets an override with more fraction bits (``Datapath.layers``). Roles
+    never observed (momentum without momentum) keep ``base``'s integer bits at the new word;
+    every mode and setting stays ``base``'s.
+    """
+    words = dict(words or {})
+    unknown = sorted(set(words) - set(ROLES))
+    if unknown:
+        raise ConfigError(f"unknown role(s) {unknown} in the per-role word lengths; roles are: {', '.join(ROLES)}")
+    for role, w in {"word": word, **words}.items():
+        if isinstance(w, bool) or not isinstance(w, int) or w < 2:
+            raise ConfigError(f"word length for {role} must be an integer >= 2; got {w!r}")
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ConfigError(f"margin must be an integer >= 0 (bits); got {margin!r}")
+
+    def fitted(cast: RoleCast, s: RoleStats, w: int) -> RoleCast:
+        bits = integer_bits(s.min, s.max, w, cast.signed) + margin
+        return replace(cast, word=w, frac=w - bits)
+
+    roles = dict(base.roles)
+    layers: dict[int, dict[str, RoleCast]] = {}
+    by_role = collector.by_role()
+    for role, cast in base.roles.items():
+        s = by_role.get(role)
+        w = words.get(role, word)
+        if s is None or s.min is None:  # never cast: same integer bits, the new word
+            if cast.word is not None and cast.frac is not None:
+                roles[role] = replace(cast, word=w, frac=cast.frac + w - cast.word)
+            continue
+        roles[role] = fitted(cast, s, w)
+        if not per_layer or role not in LAYER_ROLES:
+            continue
+        for (r, layer), layer_stats in collector.stats.items():
+            if r != role or layer is None or layer_stats.min is None:
+                continue
+            own = fitted(base.cast_for(role, layer), layer_stats, w)
+            if own != roles[role]:
+                layers.setdefault(layer, {})[role] = own
+    label = (f"proposed w{word} margin {margin}" + (" per layer" if per_layer else "")
+             + "".join(f" {r}={w}" for r, w in sorted(words.items())))
+    return replace(base, roles=roles, layers=layers, name=label)
+
+
+def proposal_rows(collector: RangeCollector, proposed: Datapath) -> list[dict]:
+    """For the report: each cast's observed range (role over all layers, then per layer) and the
+    proposed cast."""
+    by_role = collector.by_role()
+    rows = []
+    for role, layer, cast in proposed.all_casts():
+        s = by_role.get(role) if layer is None else collector.stats.get((role, layer))
+        rows.append({"role": role, "layer": layer,
+                     "min": None if s is None or s.min is None else float(s.min),
+                     "max": None if s is None or s.max is None else float(s.max),
+                     "proposed": cast.describe()})
+    return rows
+
+
+def merged(collectors: Iterable[RangeCollector]) -> RangeCollector:
+    """One collector holding the observations of several (e.g. one per seed)."""
+    total = RangeCollector()
+    for c in collectors:
+        for key, s in c.stats.items():
+            if key in total.stats:
+                total.stats[key].merge(s)
+            else:
+                copy = RoleStats(s.role, s.layer)
+                copy.merge(s)
+                total.stats[key] = copy
+    return total
+
+
+def format_table(collector: RangeCollector) -> str:
+    """The statistics as a text table, one row per (role, layer)."""
+    header = ("role", "layer", "format", "count", "min", "max", "log2|v| range", "sat %", "underflow %")
+    rows = [header]
+    for s in collector.table():
+        exps = sorted(s.log2_histogram)
+        rows.append((
+            s.role, "-" if s.layer is None else str(s.layer), ",".join(sorted(s.formats)), str(s.count),
+            "-" if s.min is None else f"{float(s.min):.4g}", "-" if s.max is None else f"{float(s.max):.4g}",
+            f"[{exps[0]}, {exps[-1]}]" if exps else "-",
+            f"{s.saturated_percent:.2f}", f"{s.underflowed_percent:.2f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# -- collection runs ---------------------------------------------------------------------------------
+
+def collect_verify(experiment: "Experiment", seeds: Iterable[int]) -> RangeCollector:
+    """Ranges of the verify experiment (forward, backward and one SGD step) for each seed,
+    under ``experiment.datapath``."""
+    from fixprop.nn.arithmetic import FixedArithmetic
+    from fixprop.nn.mlp import MLP
+    from fixprop.verify.experiment import make_data
+
+    collector = RangeCollector()
+    e = experiment
+    for seed in seeds:
+        net = MLP(e.shape, e.activation, e.output_activation, e.loss, e.init, seed)
+        x, y = make_data(net, e.batch, seed)
+        ar = FixedArithmetic(e.datapath, np.random.default_rng(seed), observer=collector)
+        params = net.params_in(ar, net.init_params())
+        grads = net.backward(ar, params, net.forward(ar, params, x), y)
+        velocity = net.zero_velocity(ar, params) if e.datapath.momentum is not None else None
+        net.sgd_step(ar, params, grads, velocity)
+    return collector
+
+
+def collect_training(config: "TrainConfig", datapath: Datapath) -> tuple[RangeCollector, dict]:
+    """Ranges of every cast of the fixed-point network's training (not of its evaluations);
+    returns the collector and the training result."""
+    from fixprop.explore.train import train
+
+    collector = RangeCollector()
+    result = train(config, datapath, observer=collector)
+    return collector, result

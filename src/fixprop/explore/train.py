@@ -1,0 +1,170 @@
+"""Training on a data set, float and fixed point side by side from the same initial weights.
+
+Both networks start from the same float64 weights (the fixed one quantizes them into the
+weight and bias roles), see the same mini-batches in the same order and use the datapath's
+learning rate (and momentum). After every epoch both are evaluated on the train and the
+held-out split. Everything is drawn from ``seed``: the data set's draw or split, the initial
+weights, the batch order and the generator of STOCH rounding, so a run repeats bit for bit.
+
+Reported loss: the mean over samples of the sum over outputs of (output - target)^2 (the
+per-sample sse), computed in float64 from each network's outputs; accuracy (classification
+data sets): the share of samples whose largest output is the target class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fixprop.datapath import Datapath
+from fixprop.errors import ConfigError
+from fixprop.explore.datasets import Dataset, load_dataset
+from fixprop.nn.arithmetic import FixedArithmetic
+from fixprop.nn.mlp import MLP, Model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train: a data set, the hidden layer widths, the schedule, the network's functions.
+
+    The default network is the seed's hardware one on ik: 3 -> 16 -> 5, relu hidden, linear out.
+    """
+
+    dataset: str = "ik"
+    hidden: tuple[int, ...] = (16,)
+    epochs: int = 20
+    batch: int = 16
+    seed: int = 0
+    init: str = "he"
+    activation: str = "relu"
+    output_activation: str = "linear"
+    loss: str = "sse"
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("epochs", 1), ("batch", 1), ("seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        if not self.hidden or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.hidden):
+            raise ConfigError(f"hidden must be one or more positive layer widths; got {self.hidden!r}")
+
+    def network(self, data: Dataset) -> MLP:
+        """The MLP for a data set: its inputs, the hidden widths, its outputs."""
+        sizes = [data.n_inputs, *self.hidden, data.n_outputs]
+        return MLP(sizes, self.activation, self.output_activation, self.loss, self.init, self.seed)
+
+
+@dataclass
+class Curve:
+    """Per-epoch figures of one network (index 0 = before training)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+
+
+def evaluate(model: Model, x: np.ndarray, y: np.ndarray, classes: int) -> tuple[float, float]:
+    """(per-sample sse, accuracy) of a model on (x, y); accuracy is nan for regression.
+    A float network that diverged gives an infinite loss."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = model.predict(x)
+        loss = float(np.mean(np.sum((out - y) ** 2, axis=1)))
+    if not math.isfinite(loss):
+        loss = math.inf
+    accuracy = float(np.mean(np.argmax(out, axis=1) == np.argmax(y, axis=1))) if classes else math.nan
+    return loss, accuracy
+
+
+def batch_order(n: int, batch: int, epoch: int, seed: int) -> list[np.ndarray]:
+    """Sample indices of each mini-batch of one epoch: a permutation drawn from (seed, epoch),
+    cut into batches of ``batch`` (the last one shorter when ``batch`` does not divide n)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i:i + batch] for i in range(0, n, batch)]
+
+
+def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict], None] | None = None,
+          data: Dataset | None = None, observer: Callable | None = None) -> dict:
+    """Train float and fixed-point networks side by side; returns a JSON-ready dict.
+
+    ``progress(epoch, summary)`` is called after each epoch. ``observer`` sees every cast of the
+    fixed network's weight quantization and training steps (``FixedArithmetic``; the steps then run stepwise, not
+    compiled), not those of its evaluations. The result holds the config, the
+    datapath (TOML), the per-epoch curves of both networks ("float", "fixed") and "final": the
+    last epoch's figures and the ratio fixed / float of the held-out loss.
+    """
+    data = load_dataset(config.dataset, config.seed) if data is None else data
+    net = config.network(data)
+    params = net.init_params()
+    fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), observer)
+    models = {"float": net.float_model(datapath, params),
+              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None, compiled=observer is None)}
+    curves = {name: Curve() for name in models}
+
+    def record() -> None:
+        fixed_ar.observer = None
+        for name, model in models.items():
+            train_loss, _ = evaluate(model, data.x_train, data.y_train, data.classes)
+            test_loss, accuracy = evaluate(model, data.x_test, data.y_test, data.classes)
+            curves[name].train_loss.append(train_loss)
+            curves[name].test_loss.append(test_loss)
+            curves[name].test_accuracy.append(accuracy)
+        fixed_ar.observer = observer
+
+    record()
+    for epoch in range(1, config.epochs + 1):
+        for rows in batch_order(len(data.x_train), config.batch, epoch, config.seed):
+            x, y = data.x_train[rows], data.y_train[rows]
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
+                models["float"].train_step(x, y)
+            models["fixed"].train_step(x, y)
+        record()
+        if progress is not None:
+            progress(epoch, _summary(curves, data.classes))
+    return {
+        "config": {**asdict(config), "hidden": list(config.hidden)},
+        "network": net.layer_sizes,
+        "dataset": {"name": data.name, "description": data.description, "train": len(data.x_train),
+                    "test": len(data.x_test), "classes": data.classes},
+        "datapath": datapath.name,
+        "datapath_toml": datapath.to_toml(),
+        "epochs": list(range(config.epochs + 1)),
+        "float": asdict(curves["float"]),
+        "fixed": asdict(curves["fixed"]),
+        "final": _summary(curves, data.classes),
+    }
+
+
+def _summary(curves: dict[str, Curve], classes: int) -> dict:
+    fl, fx = curves["float"], curves["fixed"]
+    summary = {"float_test_loss": fl.test_loss[-1], "fixed_test_loss": fx.test_loss[-1],
+               "loss_ratio": fx.test_loss[-1] / fl.test_loss[-1] if fl.test_loss[-1] else math.inf}
+    if classes:
+        summary.update(float_test_accuracy=fl.test_accuracy[-1], fixed_test_accuracy=fx.test_accuracy[-1])
+    return summary
+
+
+def format_report(result: dict) -> str:
+    """Per-epoch table of the training result: held-out loss (and accuracy) of both networks."""
+    classes = result["dataset"]["classes"]
+    lines = [f"fixprop train: {result['dataset']['name']} ({result['dataset']['train']} train, "
+             f"{result['dataset']['test']} held out), MLP {result['network']}, datapath {result['datapath']}",
+             "loss = mean over samples of the sum of squared output errors, on the held-out split", ""]
+    header = "epoch   float loss   fixed loss   fixed/float" + ("   float acc   fixed acc" if classes else "")
+    lines.append(header)
+    fl, fx = result["float"], result["fixed"]
+    for epoch in result["epochs"]:
+        a, b = fl["test_loss"][epoch], fx["test_loss"][epoch]
+        row = f"{epoch:5d}   {a:10.5g}   {b:10.5g}   {b / a if a else math.inf:11.3f}"
+        if classes:
+            row += f"   {fl['test_accuracy'][epoch]:9.2%}   {fx['test_accuracy'][epoch]:9.2%}"
+        lines.append(row)
+    final = result["final"]
+    lines += ["", f"final held-out loss: float {final['float_test_loss']:.5g}, fixed {final['fixed_test_loss']:.5g} "
+                  f"(fixed/float = {final['loss_ratio']:.3f})"]
+    if classes:
+        lines.append(f"final held-out accuracy: float {final['float_test_accuracy']:.2%}, "
+                     f"fixed {final['fixed_test_accuracy']:.2%}")
+    return "\n".join(lines)
