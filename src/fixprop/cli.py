@@ -333,7 +333,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         from fixprop.explore import plots
 
         for path in (plots.plot_heatmaps(results, out / "heatmap.png"),
-                     plots.plot_sweep_curves(results, out / "final_loss.png")):
+                     plots.plot_sweep_curves(results, out / "final_loss.png"),
+                     plots.plot_loss_curves(results, out / "loss_curves.png")):
             if path is not None:
                 written.append(path)
     for line in failures:

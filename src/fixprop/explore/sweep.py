@@ -281,7 +281,9 @@ def format_table(results: list[dict]) -> str:
         cells = []
         if "gradient" in r:
             g = r["gradient"]
-            cells.append(f"grad err worst {g['max_mean_relative_error']:.4%} mean {g['mean_mean_relative_error']:.4%}")
+            cells.append(f"grad err worst {g['max_mean_relative_error']:.4%} mean {g['mean_mean_relative_error']:.4%} "
+                         "(seeds " + " ".join(f"{s}:{e:.4%}" for s, e in zip(g["seeds"], g["mean_relative_error"]))
+                         + ")")
         if "train" in r:
             t = r["train"]
             cells.append(f"loss fixed {t['fixed_test_loss']:.4g} float {t['float_test_loss']:.4g} "
