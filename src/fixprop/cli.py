@@ -334,7 +334,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         for path in (plots.plot_heatmaps(results, out / "heatmap.png"),
                      plots.plot_sweep_curves(results, out / "final_loss.png"),
-                     plots.plot_loss_curves(results, out / "loss_curves.png")):
+                     plots.plot_loss_curves(results, out / "loss_curves.png"),
+                     plots.plot_seed_errors(results, out / "seed_errors.png")):
             if path is not None:
                 written.append(path)
     for line in failures:
@@ -342,7 +343,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(sweep.format_table(results))
     print(f"\n{len(results)} of {len(points)} point(s) done, {len(failures)} failed; wrote "
           + ", ".join(str(p) for p in written))
-    return 1 if len(results) < len(points) else 0
+    return 1 if failures or len(results) < len(points) else 0
 
 
 def _progress(message: str) -> None:

@@ -94,22 +94,25 @@ def plot_heatmaps(results: list[dict], path: str | Path) -> Path | None:
     ok = [r for r in results if r["status"] == "ok" and r["frac"] is not None]
     if not ok:
         return None
-    if "gradient" in ok[0]:
-        section, key, label, text = "gradient", "max_mean_relative_error", "worst-seed mean rel. gradient error", \
-            (lambda v: f"{100 * v:.2g}%")
+    if "gradient" in ok[0]:  # shown in percent
+        section, key, scale, label = "gradient", "max_mean_relative_error", 100.0, "worst-seed mean rel. gradient error (%)"
     else:
-        section, key, label, text = "train", "loss_ratio", "final held-out loss, fixed / float", \
-            (lambda v: f"{v:.3g}")
+        section, key, scale, label = "train", "loss_ratio", 1.0, "final held-out loss, fixed / float"
+
+    def text(v: float) -> str:
+        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
     groups = sorted({(r["template"], r["rounding"]) for r in ok})
     words = sorted({r["word"] for r in ok})
     fracs = sorted({r["frac"] for r in ok})
+    if len(words) * len(fracs) < 2:  # one cell is not a map
+        return None
     grids = {}
     for group in groups:
         grid = np.full((len(words), len(fracs)), np.nan)
         for r in ok:
             value = r[section][key]
             if (r["template"], r["rounding"]) == group and value is not None and math.isfinite(value) and value > 0:
-                grid[words.index(r["word"]), fracs.index(r["frac"])] = value
+                grid[words.index(r["word"]), fracs.index(r["frac"])] = value * scale
         grids[group] = grid
     finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
     if finite.size == 0:
@@ -150,8 +153,10 @@ def plot_sweep_curves(results: list[dict], path: str | Path) -> Path | None:
         ax.semilogy(xs, [r["train"]["fixed_test_loss"] for r in line], "o-",
                     label=f"{k[0]} {k[1]}" + (f" w{k[2]}" if k[2] else ""))
     ax.axhline(ok[0]["train"]["float_test_loss"], color="k", ls="--", label="float")
-    ax.set(xlabel="frac bits" if all(r["frac"] is not None for r in ok) else "frac bits (uniform, seed) / word bits "
-           "(file templates)", ylabel="final held-out loss", title="training outcome over the sweep")
+    kinds = {r["frac"] is None for r in ok}
+    xlabel = {frozenset({False}): "frac bits", frozenset({True}): "word bits (integer bits of the template kept)"}.get(
+        frozenset(kinds), "frac bits (uniform, seed) / word bits (file templates)")
+    ax.set(xlabel=xlabel, ylabel="final held-out loss", title="training outcome over the sweep")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -177,4 +182,26 @@ def plot_loss_curves(results: list[dict], path: str | Path) -> Path | None:
         ax.semilogy(range(len(float_curve)), float_curve, "k--", label="float")
         ax.set(xlabel="epoch", ylabel="held-out loss", title=f"{group[0]} {group[1]}")
         ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_seed_errors(results: list[dict], path: str | Path) -> Path | None:
+    """Grouped bars: each point's mean relative gradient error on each verify seed (log scale)."""
+    plt = _pyplot()
+    ok = [r for r in results if r["status"] == "ok" and "gradient" in r]
+    if not ok or len(ok) > 12:
+        return None
+    seeds = ok[0]["gradient"]["seeds"]
+    width = 0.8 / len(ok)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(seeds) + 2), 4))
+    for k, r in enumerate(ok):
+        name = Path(r["template"]).stem if r["template"].endswith(".toml") else r["template"]
+        label = f"{name} w{r['word']}" + ("" if r["frac"] is None else f" f{r['frac']}")
+        errors = [100 * e for e in r["gradient"]["mean_relative_error"]]
+        ax.bar(np.arange(len(seeds)) + (k - (len(ok) - 1) / 2) * width, errors, width, label=label)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(seeds)), [str(s) for s in seeds])
+    ax.set(xlabel="verify seed", ylabel="mean relative gradient error (%)",
+           title="gradient error against autograd, per seed")
+    ax.legend(fontsize=8)
     return _save(fig, path)
