@@ -256,8 +256,13 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
         collector = ranges.collect_verify(experiment, seeds)
         source = f"verify experiment {experiment.shape}, batch {args.batch}, seeds {args.seeds}"
     else:
+        from fixprop.progress import ProgressBar
+
         config = train_config_from_args(args)
-        runs = [ranges.collect_training(replace(config, seed=seed), datapath)[0] for seed in seeds]
+        bar = ProgressBar(len(seeds) * config.epochs, "epochs", enabled=not args.json)
+        runs = [ranges.collect_training(replace(config, seed=seed), datapath, lambda *_: bar.update())[0]
+                for seed in seeds]
+        bar.close()
         collector = ranges.merged(runs)
         source = f"training on {config.dataset}, {config.epochs} epoch(s), seeds {args.seeds}"
     words = dict(_parse_role_word(item) for item in args.role_word)

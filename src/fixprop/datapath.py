@@ -348,8 +348,11 @@ class Datapath:
         if not isinstance(layers_doc, dict):
             raise ConfigError(f"{source}: layers must be tables [layers.<index>.<role>]")
         for key, overrides in layers_doc.items():
-            if not key.isdigit() or not isinstance(overrides, dict):
+            if not (key.isascii() and key.isdigit()) or not isinstance(overrides, dict):
                 raise ConfigError(f"{source}: [layers.{key}] must be [layers.<index>.<role>] with index 0, 1, ...")
+            if int(key) in layers:
+                raise ConfigError(f"{source}: layer {int(key)} is given twice ([layers.{key}] and another "
+                                  "spelling of the same index)")
             layers[int(key)] = {}
             for name, table in overrides.items():
                 where = f"{source} [layers.{key}.{name}]"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -143,13 +143,16 @@ def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fm
         exponents = _floor_log2_int(raw[nonzero]) - frac
     else:
         x = np.asarray(exact, dtype=np.float64)
-        scaled = np.ldexp(x, fmt.frac)
+        with np.errstate(over="ignore"):  # an infinite x * 2**frac is still out of range, correctly
+            scaled = np.ldexp(x, fmt.frac)
         if fmt.word <= 53:
             above, below = scaled > fmt.raw_max, scaled < fmt.raw_min
         else:  # compare exactly: such large raw bounds are not all float64 values
-            flat = [Fraction(v) for v in scaled.ravel()]
-            above = np.array([v > fmt.raw_max for v in flat], dtype=bool).reshape(x.shape)
-            below = np.array([v < fmt.raw_min for v in flat], dtype=bool).reshape(x.shape)
+            flat = scaled.ravel()
+            above = np.array([v > 0 if math.isinf(v) else Fraction(v) > fmt.raw_max for v in flat],
+                             dtype=bool).reshape(x.shape)
+            below = np.array([v < 0 if math.isinf(v) else Fraction(v) < fmt.raw_min for v in flat],
+                             dtype=bool).reshape(x.shape)
         values_min = None if x.size == 0 else Fraction(float(x.min()))
         values_max = None if x.size == 0 else Fraction(float(x.max()))
         nonzero = x != 0
@@ -207,7 +210,9 @@ def integer_bits(lo: Fraction, hi: Fraction, word: int, signed: bool = True) -> 
     magnitude = max(-lo, hi)
     if magnitude == 0:
         return 1 if signed else 0
-    bits = math.floor(math.log2(magnitude)) + (1 if signed else 0)  # an estimate; corrected below
+    # an estimate of floor(log2 magnitude) + sign bit from the bit lengths (exact at any size),
+    # corrected by the loops below
+    bits = magnitude.numerator.bit_length() - magnitude.denominator.bit_length() + (1 if signed else 0)
     while holds(bits - 1):
         bits -= 1
     while not holds(bits):
@@ -335,11 +340,12 @@ def collect_verify(experiment: "Experiment", seeds: Iterable[int]) -> RangeColle
     return collector
 
 
-def collect_training(config: "TrainConfig", datapath: Datapath) -> tuple[RangeCollector, dict]:
+def collect_training(config: "TrainConfig", datapath: Datapath,
+                     progress: Callable[[int, dict], None] | None = None) -> tuple[RangeCollector, dict]:
     """Ranges of every cast of the fixed-point network's training (not of its evaluations);
-    returns the collector and the training result."""
+    returns the collector and the training result. ``progress`` as in ``train``."""
     from fixprop.explore.train import train
 
     collector = RangeCollector()
-    result = train(config, datapath, observer=collector)
+    result = train(config, datapath, progress, observer=collector)
     return collector, result

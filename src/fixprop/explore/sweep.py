@@ -265,8 +265,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def comparable(results: list[dict]) -> list[dict]:
-    """Results without timings and tracebacks: what must agree between two runs of one sweep."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "traceback")} for r in results]
+    """Results without timings and tracebacks, NaN and infinities as None (NaN != NaN): what
+    must compare equal between two runs of one sweep."""
+    return _json_safe([{k: v for k, v in r.items() if k not in ("seconds", "traceback")} for r in results])
 
 
 def format_table(results: list[dict]) -> str:

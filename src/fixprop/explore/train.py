@@ -4,7 +4,8 @@ Both networks start from the same float64 weights (the fixed one quantizes them 
 weight and bias roles), see the same mini-batches in the same order and use the datapath's
 learning rate (and momentum). After every epoch both are evaluated on the train and the
 held-out split. Everything is drawn from ``seed``: the data set's draw or split, the initial
-weights, the batch order and the generator of STOCH rounding, so a run repeats bit for bit.
+weights, the batch order and the generators of STOCH rounding (one for training, another for
+evaluations), so a run repeats bit for bit.
 
 Reported loss: the mean over samples of the sum over outputs of (output - target)^2 (the
 per-sample sse), computed in float64 from each network's outputs; accuracy (classification
@@ -24,6 +25,11 @@ from fixprop.errors import ConfigError
 from fixprop.explore.datasets import Dataset, load_dataset
 from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.mlp import MLP, Model
+
+
+#: Second seed word of the generator that STOCH casts of evaluations draw from (training draws
+#: from ``default_rng(seed)``, so evaluating more or less often never changes the training).
+EVALUATION_STREAM = 0xE7A1
 
 
 @dataclass(frozen=True)
@@ -99,19 +105,21 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     net = config.network(data)
     params = net.init_params()
     fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), observer)
+    training_rng = fixed_ar.rng
+    evaluation_rng = np.random.default_rng([config.seed, EVALUATION_STREAM])
     models = {"float": net.float_model(datapath, params),
               "fixed": Model(net, fixed_ar, params, datapath.momentum is not None, compiled=observer is None)}
     curves = {name: Curve() for name in models}
 
-    def record() -> None:
-        fixed_ar.observer = None
+    def record() -> None:  # evaluations neither feed the observer nor draw STOCH bits of training
+        fixed_ar.observer, fixed_ar.rng = None, evaluation_rng
         for name, model in models.items():
             train_loss, _ = evaluate(model, data.x_train, data.y_train, data.classes)
             test_loss, accuracy = evaluate(model, data.x_test, data.y_test, data.classes)
             curves[name].train_loss.append(train_loss)
             curves[name].test_loss.append(test_loss)
             curves[name].test_accuracy.append(accuracy)
-        fixed_ar.observer = observer
+        fixed_ar.observer, fixed_ar.rng = observer, training_rng
 
     record()
     for epoch in range(1, config.epochs + 1):

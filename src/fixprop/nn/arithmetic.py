@@ -99,9 +99,11 @@ class FixedArithmetic:
 
     def data(self, x: Any, role: str, layer: int | None = None) -> FixedArray:
         """Quantize real data (floats) into the role's format, or cast a FixedArray into it."""
-        if isinstance(x, FixedArray):
-            return self.cast(x, role, layer)
         spec = self.datapath.cast_for(role, layer)
+        if isinstance(x, FixedArray):
+            if x.fmt == spec.fmt:  # already quantized into this role (Model.train_step did): no cast
+                return x
+            return self.cast(x, role, layer)
         exact = np.asarray(x, dtype=np.float64)
         result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, self.rng)
         if self.observer is not None:
