@@ -5,6 +5,7 @@ independently (Python ints and Fractions, hand-worked formats, hand-written trai
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -544,7 +545,7 @@ def test_write_outputs_csv_and_json(tmp_path):
     ]
     written = write_outputs(results, spec, tmp_path / "out")
     assert [p.name for p in written] == ["sweep.csv", "sweep.json"]
-    rows = list(csv.DictReader((tmp_path / "out" / "sweep.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "sweep.csv").read_text())))
     assert len(rows) == 2
     assert rows[0]["grad_max_mean_rel_err"] == "0.5" and rows[0]["grad_min_sqnr_db"] == "12.0"
     assert rows[0]["train_fixed_test_loss"] == "2.0" and rows[0]["seconds"] == "1.250"
@@ -864,7 +865,7 @@ def test_cli_sweep_writes_csv(tmp_path, capsys):
     assert main(["sweep", "--words", "12", "--fracs", "6,8", "--seeds", "0", "--workers", "1", "--out", str(out),
                  "--no-plot", "--quiet"]) == 0
     assert "2 of 2 point(s) done, 0 failed" in capsys.readouterr().out
-    rows = list(csv.DictReader((out / "sweep.csv").open()))
+    rows = list(csv.DictReader(io.StringIO((out / "sweep.csv").read_text())))
     assert [(r["word"], r["frac"], r["status"]) for r in rows] == [("12", "6", "ok"), ("12", "8", "ok")]
     for row in rows:
         ref = run(Experiment(datapath=Datapath.uniform(12, int(row["frac"])), seed=0, timing_repeats=0))
