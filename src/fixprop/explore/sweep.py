@@ -29,6 +29,7 @@ import numpy as np
 from fixprop.datapath import Datapath, RoleCast
 from fixprop.errors import ConfigError
 from fixprop.fixed.modes import Rounding
+from fixprop.verify.experiment import to_json
 
 MEASURES = ("gradient", "train")
 BUILTIN_TEMPLATES = ("uniform", "seed")
@@ -250,24 +251,14 @@ def write_outputs(results: list[dict], spec: SweepSpec, out: Path) -> list[Path]
         writer.writeheader()
         for r in results:
             writer.writerow(csv_row(r))
-    json_path.write_text(json.dumps({"spec": asdict(spec), "results": _json_safe(results)}, indent=1))
+    json_path.write_text(json.dumps({"spec": asdict(spec), "results": to_json(results)}, indent=1))
     return [csv_path, json_path]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def comparable(results: list[dict]) -> list[dict]:
     """Results without timings and tracebacks, NaN and infinities as None (NaN != NaN): what
     must compare equal between two runs of one sweep."""
-    return _json_safe([{k: v for k, v in r.items() if k not in ("seconds", "traceback")} for r in results])
+    return to_json([{k: v for k, v in r.items() if k not in ("seconds", "traceback")} for r in results])
 
 
 def format_table(results: list[dict]) -> str:
