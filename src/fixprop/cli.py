@@ -56,8 +56,8 @@ def _parse_shape(text: str, option: str = "--shape") -> list[int]:
     return [int(part) for part in parts]
 
 
-def _parse_ints(text: str, option: str) -> list[int]:
-    """Integers from "12,16,20" or ranges "4-12" (inclusive), or a mix: "8,10-12"."""
+def _parse_ints(text: str, option: str, minimum: int | None = None) -> list[int]:
+    """Integers from "12,16,20" or ranges "4-12" (inclusive), or a mix: "8,10-12"; each >= minimum."""
     values: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -71,6 +71,8 @@ def _parse_ints(text: str, option: str) -> list[int]:
             raise ConfigError(f"{option} takes integers and ranges such as 12,16 or 4-12; got {text!r}") from None
     if not values:
         raise ConfigError(f"{option} is empty")
+    if minimum is not None and min(values) < minimum:
+        raise ConfigError(f"{option} values must be >= {minimum}; got {min(values)} in {text!r}")
     return values
 
 
@@ -122,12 +124,10 @@ def add_datapath_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-shift", type=_count(0), help="learning rate 2**-N, replacing the datapath's")
 
 
-def add_network_options(parser: argparse.ArgumentParser, seed: bool = True) -> None:
-    """The verify experiment's network options (verify, export, ranges; ``seed=False``: no --seed)."""
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """The verify experiment's network options (verify, export)."""
     parser.add_argument("--shape", default="3,7,7,5", help="layer sizes, comma-separated (default 3,7,7,5)")
-    if seed:
-        parser.add_argument("--seed", type=_count(0), default=0,
-                            help="seed of the initial weights and data (default 0)")
+    parser.add_argument("--seed", type=_count(0), default=0, help="seed of the initial weights and data (default 0)")
     parser.add_argument("--batch", type=_count(1), default=1, help="samples per gradient (default 1)")
     parser.add_argument("--init", default="uniform", help="uniform (default), uniform_neg, ones, he, glorot")
     parser.add_argument("--activation", default="relu", help="relu (default), leaky_relu[:k], linear, hard_tanh")
@@ -135,38 +135,61 @@ def add_network_options(parser: argparse.ArgumentParser, seed: bool = True) -> N
     parser.add_argument("--loss", default="sse", help="sse (default), half_sse, mse")
 
 
-def add_training_options(parser: argparse.ArgumentParser, verify_too: bool = False) -> None:
-    """The training options (train, ranges, sweep): data set, network and schedule. With
-    ``verify_too`` the data set may also be "verify" (the verify experiment, the default)."""
-    defaults = TrainConfig()
-    if verify_too:
-        parser.add_argument("--dataset", default="verify", choices=["verify", *DATASETS],
-                            help="verify (the verify experiment: one gradient and one SGD step per seed, "
-                                 "default), ik or digits (training)")
-    else:
-        parser.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS),
-                            help="ik (the seed's arm, default) or digits (scikit-learn's bundled 8x8 digits)")
-    parser.add_argument("--hidden", default=",".join(map(str, defaults.hidden)),
-                        help=f"hidden layer widths, comma-separated (default {defaults.hidden[0]})")
-    parser.add_argument("--epochs", type=_count(1), default=defaults.epochs,
-                        help=f"passes over the training split (default {defaults.epochs})")
-    parser.add_argument("--train-batch", type=_count(1), default=defaults.batch,
-                        help=f"samples per SGD step (default {defaults.batch})")
-    parser.add_argument("--train-seed", type=_count(0), default=defaults.seed,
-                        help="seed of the data draw, initial weights, batch order and STOCH (default 0)")
-    parser.add_argument("--train-init", default=defaults.init, help=f"initialisation (default {defaults.init})")
-    parser.add_argument("--train-activation", default=defaults.activation,
-                        help=f"hidden activation (default {defaults.activation})")
-    parser.add_argument("--train-output-activation", default=defaults.output_activation,
-                        help=f"output activation (default {defaults.output_activation})")
-    parser.add_argument("--train-loss", default=defaults.loss, help=f"loss (default {defaults.loss})")
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The training options (train, sweep's train measure): data set, network, schedule."""
+    d = TrainConfig()
+    parser.add_argument("--dataset", default=d.dataset, choices=list(DATASETS),
+                        help="ik (the seed's arm, default) or digits (scikit-learn's bundled 8x8 digits)")
+    parser.add_argument("--hidden", default=",".join(map(str, d.hidden)),
+                        help=f"hidden layer widths, comma-separated (default {d.hidden[0]})")
+    parser.add_argument("--epochs", type=_count(1), default=d.epochs, help=f"passes over the train split ({d.epochs})")
+    parser.add_argument("--batch", type=_count(1), default=d.batch, help=f"samples per SGD step (default {d.batch})")
+    parser.add_argument("--seed", type=_count(0), default=d.seed,
+                        help="seed of the initial weights, the batch order and STOCH (default 0)")
+    parser.add_argument("--data-seed", type=_count(0), default=d.data_seed,
+                        help="seed of the data set's draw (ik) or train/held-out split (digits) (default 0)")
+    parser.add_argument("--init", default=d.init, help=f"initialisation (default {d.init})")
+    parser.add_argument("--activation", default=d.activation, help=f"hidden activation (default {d.activation})")
+    parser.add_argument("--output-activation", default=d.output_activation,
+                        help=f"output activation (default {d.output_activation})")
+    parser.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(args: argparse.Namespace, seed: int | None = None) -> TrainConfig:
+    """The TrainConfig of the training options (``seed`` replaces --seed)."""
     return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden")),
-                       epochs=args.epochs, batch=args.train_batch, seed=args.train_seed, init=args.train_init,
-                       activation=args.train_activation, output_activation=args.train_output_activation,
-                       loss=args.train_loss)
+                       epochs=args.epochs, batch=args.batch, seed=args.seed if seed is None else seed,
+                       data_seed=args.data_seed, init=args.init, activation=args.activation,
+                       output_activation=args.output_activation, loss=args.loss)
+
+
+#: ranges' options that apply to one kind of run only (the others apply to both, with the
+#: defaults of verify or of train).
+RANGES_VERIFY_ONLY = ("shape",)
+RANGES_TRAINING_ONLY = ("hidden", "epochs", "data_seed")
+
+
+def _ranges_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """ranges' network options resolved for its --dataset; an option that does not apply is an error."""
+    training = args.dataset != "verify"
+    wrong = [name for name in (RANGES_VERIFY_ONLY if training else RANGES_TRAINING_ONLY)
+             if getattr(args, name) is not None]
+    if wrong:
+        options = ", ".join("--" + n.replace("_", "-") for n in wrong)
+        raise ConfigError(f"{options} do(es) not apply to --dataset {args.dataset}")
+    if training:
+        d = TrainConfig()
+        defaults = {"hidden": ",".join(map(str, d.hidden)), "epochs": d.epochs, "data_seed": d.data_seed,
+                    "batch": d.batch, "init": d.init, "activation": d.activation,
+                    "output_activation": d.output_activation, "loss": d.loss, "seed": 0}
+    else:
+        e = Experiment()
+        defaults = {"shape": ",".join(map(str, e.shape)), "batch": e.batch, "init": e.init,
+                    "activation": e.activation, "output_activation": e.output_activation, "loss": e.loss}
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -228,6 +251,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     datapath = datapath_from_args(args)
+    _check_output_file(args.plot, "--plot")
     bar = ProgressBar(config.epochs, "epochs", enabled=not args.quiet)
 
     def progress(epoch: int, summary: dict) -> None:
@@ -247,33 +271,36 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
     """Range statistics of every cast, and per-role formats proposed for a word length."""
     from fixprop.explore import ranges
 
+    args = _ranges_defaults(args)
     datapath = datapath_from_args(args)
-    seeds = _parse_ints(args.seeds, "--seeds")
+    seeds = _parse_ints(args.seeds, "--seeds", minimum=0)
+    for option in ("out", "plot"):
+        _check_output_file(getattr(args, option), f"--{option}")
+    words = dict(_parse_role_word(item) for item in args.role_word)
+    if (args.out or words) and args.propose is None:
+        raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
     if args.dataset == "verify":
         experiment = Experiment(shape=_parse_shape(args.shape), datapath=datapath, batch=args.batch,
                                 init=args.init, activation=args.activation,
                                 output_activation=args.output_activation, loss=args.loss)
         collector = ranges.collect_verify(experiment, seeds)
-        source = f"verify experiment {experiment.shape}, batch {args.batch}, seeds {args.seeds}"
+        source = f"verify experiment {list(experiment.shape)}, batch {args.batch}, seeds {args.seeds}"
     else:
         from fixprop.progress import ProgressBar
 
-        config = train_config_from_args(args)
-        bar = ProgressBar(len(seeds) * config.epochs, "epochs", enabled=not args.json)
-        runs = [ranges.collect_training(replace(config, seed=seed), datapath, lambda *_: bar.update())[0]
-                for seed in seeds]
+        configs = [train_config_from_args(args, seed) for seed in seeds]
+        bar = ProgressBar(len(seeds) * args.epochs, "epochs", enabled=not (args.json or args.quiet))
+        runs = [ranges.collect_training(config, datapath, lambda *_: bar.update())[0] for config in configs]
         bar.close()
         collector = ranges.merged(runs)
-        source = f"training on {config.dataset}, {config.epochs} epoch(s), seeds {args.seeds}"
-    words = dict(_parse_role_word(item) for item in args.role_word)
+        source = (f"training on {args.dataset} (data seed {args.data_seed}), {args.epochs} epoch(s), "
+                  f"seeds {args.seeds}")
     proposed = None
     if args.propose is not None:
         proposed = ranges.propose_datapath(collector, datapath, args.propose, args.margin, words,
                                            not args.per_role)
         if args.out:
             Path(args.out).write_text(proposed.to_toml())
-    elif args.out or words:
-        raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
     if args.plot:
         from fixprop.explore.plots import plot_ranges
 
@@ -285,14 +312,20 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
                          indent=1))
         return 0
     print(f"fixprop ranges: {source}, under datapath {datapath.name}")
-    print("min/max: exact values arriving at the cast; sat: outside the role format's range; "
-          "underflow: nonzero before the cast, zero after (share of nonzero values)\n")
+    print("min/max: exact values arriving at the cast; sat: share whose rounded value was outside the role "
+          "format's range; underflow: nonzero before the cast, zero after (share of nonzero values)\n")
     print(ranges.format_table(collector))
     if proposed is not None:
         print("\n" + proposed.describe())
         if args.out:
             print(f"\nwrote {args.out}")
     return 0
+
+
+def _check_output_file(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output file whose directory does not exist."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"{option} {path}: the directory {Path(path).resolve().parent} does not exist")
 
 
 def _parse_role_word(text: str) -> tuple[str, int]:
@@ -313,13 +346,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         words=tuple(_parse_ints(args.words, "--words")), fracs=tuple(_parse_ints(args.fracs, "--fracs")),
         roundings=tuple(r.strip() for r in args.roundings.split(",")),
         templates=tuple(t.strip() for t in args.templates.split(",")), measures=measures,
-        seeds=tuple(_parse_ints(args.seeds, "--seeds")), lr_shift=args.lr_shift,
-        verify={"shape": _parse_shape(args.shape), "batch": args.batch},
+        seeds=tuple(_parse_ints(args.seeds, "--seeds", minimum=0)), lr_shift=args.lr_shift,
+        verify={"shape": _parse_shape(args.verify_shape, "--verify-shape"), "batch": args.verify_batch},
         train_config={**vars(train_config), "hidden": list(train_config.hidden)},
     )
     points = sweep.grid(spec)
     if not points:
         raise ConfigError("the grid is empty: every frac is >= its word")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot create the directory ({error.strerror})") from None
     bar = ProgressBar(len(points), "points", enabled=not args.quiet)
     failures: list[str] = []
 
@@ -332,7 +370,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     dask = args.dask
     results = sweep.run_sweep(points, workers=args.workers, dask=dask, on_result=on_result)
     bar.close()
-    out = Path(args.out)
     written = sweep.write_outputs(results, spec, out)
     if not args.no_plot:
         from fixprop.explore import plots
@@ -411,9 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "(and layer) the fewest integer bits that hold its range plus --margin, the rest fraction.",
     )
     add_datapath_options(ranges)
-    add_network_options(ranges, seed=False)
-    add_training_options(ranges, verify_too=True)
-    ranges.add_argument("--seeds", default="0", help="seeds to observe, merged: 0-7 or 0,3,5 (default 0)")
+    ranges.add_argument("--dataset", default="verify", choices=["verify", *DATASETS],
+                        help="verify: the verify experiment, one gradient and one SGD step per seed (default); "
+                             "ik or digits: training, as fixprop train")
+    ranges.add_argument("--seeds", default="0", help="seeds to observe, merged: 0-7 or 0,3,5 (default 0): "
+                        "verify's --seed, or train's --seed")
+    ranges.add_argument("--shape", help="verify only: layer sizes (default 3,7,7,5)")
+    ranges.add_argument("--hidden", help="training only: hidden widths (default 16)")
+    ranges.add_argument("--epochs", type=_count(1), help="training only: epochs (default 20)")
+    ranges.add_argument("--data-seed", type=_count(0), help="training only: data draw/split seed (default 0)")
+    ranges.add_argument("--batch", type=_count(1), help="samples per gradient (verify 1) or SGD step (train 16)")
+    ranges.add_argument("--init", help="initialisation (verify uniform, train he)")
+    ranges.add_argument("--activation", help="hidden activation (relu)")
+    ranges.add_argument("--output-activation", help="output activation (verify: = --activation, train: linear)")
+    ranges.add_argument("--loss", help="loss (sse)")
     ranges.add_argument("--propose", type=_count(2), metavar="W", help="propose formats of W-bit words")
     ranges.add_argument("--margin", type=_count(0), default=1, help="extra integer bits (default 1)")
     ranges.add_argument("--per-role", action="store_true", help="one format per role (default: per-layer "
@@ -423,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranges.add_argument("--out", metavar="FILE.toml", help="write the proposed datapath")
     ranges.add_argument("--plot", metavar="FILE.png", help="write the log2 histograms")
     ranges.add_argument("--json", action="store_true", help="print one JSON object")
+    ranges.add_argument("--quiet", action="store_true", help="no progress bar")
     ranges.set_defaults(run=_cmd_ranges)
 
     sweep = commands.add_parser(
@@ -433,13 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--words", default="16", help="word lengths: 12,16 or 8-16 (default 16)")
     sweep.add_argument("--fracs", default="8", help="fraction bits: 4-12 (default 8)")
-    sweep.add_argument("--roundings", default="RND_CONV", help="rounding modes, comma-separated (default RND_CONV)")
+    sweep.add_argument("--roundings", default="keep", help="rounding modes, comma-separated, or keep: each "
+                       "template's own (default; RND_CONV for uniform and seed)")
     sweep.add_argument("--templates", default="uniform",
                        help="uniform, seed or FILE.toml (its integer bits kept at each word), comma-separated")
     sweep.add_argument("--measure", default="gradient", help="gradient, train or gradient,train (default gradient)")
-    sweep.add_argument("--seeds", default="0-7", help="verify seeds of the gradient measure (default 0-7)")
-    sweep.add_argument("--shape", default="3,7,7,5", help="verify network (default 3,7,7,5)")
-    sweep.add_argument("--batch", type=_count(1), default=1, help="verify batch (default 1)")
+    sweep.add_argument("--seeds", default="0-7", help="gradient measure: verify seeds (default 0-7)")
+    sweep.add_argument("--verify-shape", default="3,7,7,5", help="gradient measure: verify's --shape (3,7,7,5)")
+    sweep.add_argument("--verify-batch", type=_count(1), default=1, help="gradient measure: verify's --batch (1)")
     sweep.add_argument("--lr-shift", type=_count(0), help="learning rate 2**-N of every point (default: the template's)")
     add_training_options(sweep)
     sweep.add_argument("--out", default="sweep", metavar="DIR", help="output directory (default ./sweep)")

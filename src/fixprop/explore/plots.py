@@ -25,7 +25,6 @@ def _pyplot() -> Any:
 
 def _save(fig: Any, path: str | Path, tight: bool = True) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         fig.tight_layout()
     fig.savefig(path, dpi=110)

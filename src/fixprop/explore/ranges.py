@@ -5,8 +5,9 @@ each cast reports its role, its layer, the exact value before the cast and the r
 (role, layer) it keeps, exactly:
 
 - ``count``, ``min``, ``max`` of the exact values arriving at the cast (``Fraction``);
-- ``saturated``: values outside the cast format's range [fmt.min, fmt.max] (the overflow mode
-  changed them);
+- ``saturated``: values the overflow mode acted on: rounded by the cast's rounding mode, outside
+  the range the overflow mode keeps (for SAT_SYM, [-max, max]). Under STOCH the rounding cannot
+  be replayed, so there it counts the exact values outside [fmt.min, fmt.max];
 - ``underflowed``: values that are nonzero before the cast and zero after it;
 - ``log2_histogram``: for nonzero values, how many have floor(log2 |v|) = e, for each e.
 
@@ -28,7 +29,9 @@ import numpy as np
 from fixprop.datapath import LAYER_ROLES, ROLES, Datapath, RoleCast
 from fixprop.errors import ConfigError
 from fixprop.fixed.array import FixedArray
+from fixprop.fixed import quantize as q
 from fixprop.fixed.format import QFormat
+from fixprop.fixed.modes import Rounding
 
 if TYPE_CHECKING:
     from fixprop.explore.train import TrainConfig
@@ -97,8 +100,9 @@ class RangeCollector:
     def __init__(self) -> None:
         self.stats: dict[tuple[str, int | None], RoleStats] = {}
 
-    def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray) -> None:
-        observed = observe(role, layer, exact, result.raw, result.fmt)
+    def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray,
+                 cast: RoleCast | None = None) -> None:
+        observed = observe(role, layer, exact, result.raw, result.fmt, cast)
         key = (role, layer)
         if key in self.stats:
             self.stats[key].merge(observed)
@@ -123,9 +127,11 @@ class RangeCollector:
         return [s.to_json() for s in self.table()]
 
 
-def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fmt: QFormat) -> RoleStats:
+def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fmt: QFormat,
+            cast: RoleCast | None = None) -> RoleStats:
     """Statistics of one cast: ``exact`` (a FixedArray, or float64 data) cast to raw ``result_raw``
-    in ``fmt``."""
+    in ``fmt`` by ``cast`` (its rounding and overflow; None or STOCH: saturation is counted on
+    the exact values)."""
     stats = RoleStats(role, layer, {str(fmt)})
     after_zero = np.asarray(result_raw) == 0
     if isinstance(exact, FixedArray):
@@ -160,11 +166,27 @@ def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fm
     stats.count = int(np.size(nonzero))
     stats.nonzero = int(np.count_nonzero(nonzero))
     stats.min, stats.max = values_min, values_max
-    stats.saturated = int(np.count_nonzero(above) + np.count_nonzero(below))
+    if cast is not None and cast.rounding is not Rounding.STOCH:
+        stats.saturated = _overflowed_after_rounding(exact, fmt, cast)
+    else:
+        stats.saturated = int(np.count_nonzero(above) + np.count_nonzero(below))
     stats.underflowed = int(np.count_nonzero(nonzero & after_zero))
     values, counts = np.unique(np.asarray(exponents, dtype=np.int64), return_counts=True)
     stats.log2_histogram = {int(e): int(n) for e, n in zip(values, counts)}
     return stats
+
+
+def _overflowed_after_rounding(exact: Any, fmt: QFormat, cast: RoleCast) -> int:
+    """How many values, rounded into ``fmt``'s fraction by ``cast.rounding`` (exactly, no word
+    limit), fall outside the range ``cast.overflow`` keeps."""
+    if isinstance(exact, FixedArray):
+        rounded, _ = q.requantize(exact.raw, exact.fmt, fmt, cast.rounding, None)
+    else:
+        rounded, _ = q.quantize_float(np.asarray(exact, dtype=np.float64), fmt, cast.rounding, None)
+    lo, hi = q.overflow_bounds(fmt, cast.overflow)
+    if rounded.dtype != object:
+        lo, hi = max(lo, -(2**63)), min(hi, 2**63 - 1)
+    return int(np.count_nonzero((rounded < lo) | (rounded > hi)))
 
 
 def _scaled_bounds(fmt: QFormat, src_frac: int) -> tuple[int, int]:
@@ -247,7 +269,11 @@ def propose_datapath(
         raise ConfigError(f"margin must be an integer >= 0 (bits); got {margin!r}")
 
     def fitted(cast: RoleCast, s: RoleStats, w: int) -> RoleCast:
-        bits = integer_bits(s.min, s.max, w, cast.signed) + margin
+        try:
+            bits = integer_bits(s.min, s.max, w, cast.signed) + margin
+        except ConfigError as error:
+            where = s.role + ("" if s.layer is None else f" (layer {s.layer})")
+            raise ConfigError(f"role {where}: {error}; make the role signed in the datapath") from None
         return replace(cast, word=w, frac=w - bits)
 
     roles = dict(base.roles)

@@ -11,12 +11,16 @@ Templates (how a grid point's word and frac become a datapath):
 - ``seed``: the seed notebook's arithmetic at (word, frac) (``Datapath.seed``);
 - a TOML file: that datapath with every fixed cast moved to ``word`` bits keeping its integer
   bits (so frac = word - integer bits, per role and layer); the frac axis does not apply.
+
+Roundings: a mode name sets every cast's rounding; ``keep`` keeps the template's own modes
+(a file's per-role modes; RND_CONV for uniform and seed).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import multiprocessing
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -32,6 +36,7 @@ from fixprop.fixed.modes import Rounding
 from fixprop.verify.experiment import to_json
 
 MEASURES = ("gradient", "train")
+KEEP = "keep"  # the rounding "mode" that keeps each template's own modes
 BUILTIN_TEMPLATES = ("uniform", "seed")
 
 
@@ -45,7 +50,7 @@ class SweepSpec:
 
     words: tuple[int, ...] = (16,)
     fracs: tuple[int, ...] = (8,)
-    roundings: tuple[str, ...] = ("RND_CONV",)
+    roundings: tuple[str, ...] = ("keep",)
     templates: tuple[str, ...] = ("uniform",)
     measures: tuple[str, ...] = ("gradient",)
     seeds: tuple[int, ...] = tuple(range(8))
@@ -61,7 +66,11 @@ class SweepSpec:
             if not getattr(self, name):
                 raise ConfigError(f"the sweep needs at least one value in {name}")
         for r in self.roundings:
-            Rounding.parse(r)
+            if r != KEEP:
+                Rounding.parse(r)
+        bad = [w for w in self.words if isinstance(w, bool) or not isinstance(w, int) or w < 2]
+        if bad:
+            raise ConfigError(f"word lengths must be integers >= 2; got {bad}")
         for t in self.templates:
             if t not in BUILTIN_TEMPLATES and not t.endswith(".toml"):
                 raise ConfigError(f"unknown template {t!r}; allowed: uniform, seed or a datapath FILE.toml")
@@ -90,16 +99,18 @@ def grid(spec: SweepSpec) -> list[dict]:
                 for frac in (spec.fracs if template in BUILTIN_TEMPLATES else (None,)):
                     if frac is not None and frac >= word:
                         continue
+                    modes = None if rounding == KEEP else rounding
                     if template == "uniform":
-                        dp = Datapath.uniform(word, frac, rounding)
+                        dp = Datapath.uniform(word, frac).with_modes(modes)
                     elif template == "seed":
-                        dp = Datapath.seed(word, frac).with_modes(rounding)
+                        dp = Datapath.seed(word, frac).with_modes(modes)
                     else:
-                        dp = rescaled(files[template], word).with_modes(rounding)
+                        dp = rescaled(files[template], word).with_modes(modes)
                     if spec.lr_shift is not None:
                         dp = replace(dp, lr_shift=spec.lr_shift, lr=None)
                     points.append({"index": len(points), "template": template, "word": word, "frac": frac,
-                                   "rounding": Rounding.parse(rounding).name, "datapath_toml": dp.to_toml(),
+                                   "rounding": KEEP if rounding == KEEP else Rounding.parse(rounding).name,
+                                   "datapath_toml": dp.to_toml(),
                                    "measures": list(spec.measures), "seeds": list(spec.seeds),
                                    "verify": dict(spec.verify), "train_config": dict(spec.train_config)})
     return points
@@ -172,7 +183,8 @@ def run_sweep(points: Sequence[dict], workers: int = 1, dask: Any = None,
             for p in points:
                 done(run_point(p))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: the caller may hold threads (JAX, PyTorch, BLAS) that fork would copy mid-flight
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 futures = {pool.submit(run_point, p): p for p in points}
                 for future in as_completed(futures):
                     done(_result_of(future, futures[future]))
@@ -203,7 +215,10 @@ def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[d
                                dashboard_address=None)
         client = Client(cluster)
     else:
-        client = Client(str(dask), timeout=30)
+        try:
+            client = Client(str(dask), timeout=30)
+        except (OSError, TimeoutError) as error:
+            raise ConfigError(f"--dask {dask}: cannot reach a Dask scheduler there ({error})") from None
     try:
         futures = {client.submit(run_point, p, pure=False): p for p in points}
         for future in dask_as_completed(futures):

@@ -3,9 +3,10 @@
 Both networks start from the same float64 weights (the fixed one quantizes them into the
 weight and bias roles), see the same mini-batches in the same order and use the datapath's
 learning rate (and momentum). After every epoch both are evaluated on the train and the
-held-out split. Everything is drawn from ``seed``: the data set's draw or split, the initial
-weights, the batch order and the generators of STOCH rounding (one for training, another for
-evaluations), so a run repeats bit for bit.
+held-out split. ``data_seed`` draws (ik) or splits (digits) the data set, the same for every
+training seed so held-out data stay held out; ``seed`` draws the initial weights, the batch
+order and the generators of STOCH rounding (one for training, another for evaluations). A run
+repeats bit for bit.
 
 Reported loss: the mean over samples of the sum over outputs of (output - target)^2 (the
 per-sample sse), computed in float64 from each network's outputs; accuracy (classification
@@ -44,13 +45,14 @@ class TrainConfig:
     epochs: int = 20
     batch: int = 16
     seed: int = 0
+    data_seed: int = 0
     init: str = "he"
     activation: str = "relu"
     output_activation: str = "linear"
     loss: str = "sse"
 
     def __post_init__(self) -> None:
-        for name, minimum in (("epochs", 1), ("batch", 1), ("seed", 0)):
+        for name, minimum in (("epochs", 1), ("batch", 1), ("seed", 0), ("data_seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}; got {value!r}")
@@ -101,7 +103,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     datapath (TOML), the per-epoch curves of both networks ("float", "fixed") and "final": the
     last epoch's figures and the ratio fixed / float of the held-out loss.
     """
-    data = load_dataset(config.dataset, config.seed) if data is None else data
+    data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
     params = net.init_params()
     fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), observer)
@@ -146,9 +148,12 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
 
 
 def _summary(curves: dict[str, Curve], classes: int) -> dict:
+    """The last epoch's figures; ``loss_ratio`` (fixed / float) is nan when float diverged."""
     fl, fx = curves["float"], curves["fixed"]
+    diverged = not math.isfinite(fl.test_loss[-1])
+    ratio = math.nan if diverged else fx.test_loss[-1] / fl.test_loss[-1] if fl.test_loss[-1] else math.inf
     summary = {"float_test_loss": fl.test_loss[-1], "fixed_test_loss": fx.test_loss[-1],
-               "loss_ratio": fx.test_loss[-1] / fl.test_loss[-1] if fl.test_loss[-1] else math.inf}
+               "loss_ratio": ratio, "float_diverged": diverged}
     if classes:
         summary.update(float_test_accuracy=fl.test_accuracy[-1], fixed_test_accuracy=fx.test_accuracy[-1])
     return summary
@@ -172,6 +177,8 @@ def format_report(result: dict) -> str:
     final = result["final"]
     lines += ["", f"final held-out loss: float {final['float_test_loss']:.5g}, fixed {final['fixed_test_loss']:.5g} "
                   f"(fixed/float = {final['loss_ratio']:.3f})"]
+    if final["float_diverged"]:
+        lines.append("the float network diverged (infinite loss): no ratio; lower the learning rate (--lr-shift)")
     if classes:
         lines.append(f"final held-out accuracy: float {final['float_test_accuracy']:.2%}, "
                      f"fixed {final['fixed_test_accuracy']:.2%}")

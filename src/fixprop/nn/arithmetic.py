@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fixprop.datapath import Datapath, FixedConstant
+from fixprop.datapath import Datapath, FixedConstant, RoleCast
 from fixprop.errors import NonFiniteError
 from fixprop.fixed.array import FixedArray, maximum, minimum, where
 from fixprop.fixed.format import QFormat, bits_for
@@ -83,15 +83,16 @@ class FixedArithmetic:
     Args:
         datapath: the per-role casts and settings.
         rng: the generator that ``STOCH`` casts draw from (required when any role uses STOCH).
-        observer: called as ``observer(role, layer, exact, result)`` after every cast, with the
-            exact value before it (a FixedArray, or float64 data) and the cast result; range
-            statistics (``fixprop.explore.ranges``) use it. ``layer`` is None for input/target.
+        observer: called as ``observer(role, layer, exact, result, cast)`` after every cast, with
+            the exact value before it (a FixedArray, or float64 data), the cast result and the
+            RoleCast applied; range statistics (``fixprop.explore.ranges``) use it. ``layer`` is
+            None for input/target.
     """
 
     name = "fixed"
 
     def __init__(self, datapath: Datapath, rng: np.random.Generator | None = None,
-                 observer: Callable[[str, int | None, Any, FixedArray], None] | None = None):
+                 observer: Callable[[str, int | None, Any, FixedArray, RoleCast], None] | None = None):
         self.datapath = datapath
         self.rng = rng
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
@@ -107,7 +108,7 @@ class FixedArithmetic:
         exact = np.asarray(x, dtype=np.float64)
         result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, self.rng)
         if self.observer is not None:
-            self.observer(role, layer, exact, result)
+            self.observer(role, layer, exact, result, spec)
         return result
 
     def cast(self, x: FixedArray, role: str, layer: int | None = None) -> FixedArray:
@@ -116,7 +117,7 @@ class FixedArithmetic:
         spec = self.datapath.cast_for(role, layer)
         result = x.cast(spec.target_format(x.fmt), spec.rounding, spec.overflow, self.rng)
         if self.observer is not None:
-            self.observer(role, layer, x, result)
+            self.observer(role, layer, x, result, spec)
         return result
 
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
