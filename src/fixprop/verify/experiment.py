@@ -155,7 +155,7 @@ def format_report(result: dict) -> str:
             o = m["overall"]
             zero_refs = sum(t.zero_reference_count for layer in m["layers"] for t in layer.values())
             rows.append((
-                name, path, f"{m['mean_relative_error']:.2%}", str(zero_refs),
+                name, path, _pct(m["mean_relative_error"]), str(zero_refs),
                 "-" if o.max_abs_error_lsb is None else f"{o.max_abs_error_lsb:.2f}",
                 f"{o.relative_rms_error:.3g}", "inf" if not np.isfinite(o.sqnr_db) else f"{o.sqnr_db:.1f}",
                 f"{o.cosine_similarity:.6f}", f"{o.sign_agreement:.3f}",
@@ -181,4 +181,7 @@ def format_report(result: dict) -> str:
 
 
 def _pct(value: float) -> str:
-    return "n/a" if not np.isfinite(value) else f"{value:.2%}"
+    """A fraction as percent: two decimals, or two significant digits below 0.1% (0.0023%)."""
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.2g}%" if 0 < value < 1e-3 else f"{value:.2%}"
