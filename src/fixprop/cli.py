@@ -252,6 +252,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     datapath = datapath_from_args(args)
     _check_output_file(args.plot, "--plot")
+    if args.plot:
+        from fixprop.explore.plots import require
+
+        require()
     bar = ProgressBar(config.epochs, "epochs", enabled=not args.quiet)
 
     def progress(epoch: int, summary: dict) -> None:
@@ -276,6 +280,10 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
     seeds = _parse_ints(args.seeds, "--seeds", minimum=0)
     for option in ("out", "plot"):
         _check_output_file(getattr(args, option), f"--{option}")
+    if args.plot:
+        from fixprop.explore.plots import require
+
+        require()
     words = dict(_parse_role_word(item) for item in args.role_word)
     if (args.out or words) and args.propose is None:
         raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
@@ -350,6 +358,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         verify={"shape": _parse_shape(args.verify_shape, "--verify-shape"), "batch": args.verify_batch},
         train_config={**vars(train_config), "hidden": list(train_config.hidden)},
     )
+    if not args.no_plot:
+        from fixprop.explore.plots import require
+
+        try:
+            require()
+        except ConfigError as error:
+            raise ConfigError(f"{error}, or pass --no-plot") from None
     points = sweep.grid(spec)
     if not points:
         raise ConfigError("the grid is empty: every frac is >= its word")

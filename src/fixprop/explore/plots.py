@@ -12,6 +12,11 @@ from fixprop.errors import ConfigError
 from fixprop.fixed.format import QFormat
 
 
+def require() -> None:
+    """Raise ConfigError now, before any work, when matplotlib is missing."""
+    _pyplot()
+
+
 def _pyplot() -> Any:
     try:
         import matplotlib
