@@ -155,6 +155,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
 
 
+def add_report_options(parser: argparse.ArgumentParser, plot_help: str) -> None:
+    """--plot FILE.png, --json and --quiet (train, ranges)."""
+    parser.add_argument("--plot", metavar="FILE.png", help=plot_help)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def train_config_from_args(args: argparse.Namespace, seed: int | None = None) -> TrainConfig:
     """The TrainConfig of the training options (``seed`` replaces --seed)."""
     return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden")),
@@ -181,7 +188,7 @@ def _ranges_defaults(args: argparse.Namespace) -> argparse.Namespace:
         d = TrainConfig()
         defaults = {"hidden": ",".join(map(str, d.hidden)), "epochs": d.epochs, "data_seed": d.data_seed,
                     "batch": d.batch, "init": d.init, "activation": d.activation,
-                    "output_activation": d.output_activation, "loss": d.loss, "seed": 0}
+                    "output_activation": d.output_activation, "loss": d.loss}
     else:
         e = Experiment()
         defaults = {"shape": ",".join(map(str, e.shape)), "batch": e.batch, "init": e.init,
@@ -251,11 +258,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     datapath = datapath_from_args(args)
-    _check_output_file(args.plot, "--plot")
-    if args.plot:
-        from fixprop.explore.plots import require
-
-        require()
+    _check_plot_file(args.plot)
     bar = ProgressBar(config.epochs, "epochs", enabled=not args.quiet)
 
     def progress(epoch: int, summary: dict) -> None:
@@ -278,12 +281,8 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
     args = _ranges_defaults(args)
     datapath = datapath_from_args(args)
     seeds = _parse_ints(args.seeds, "--seeds", minimum=0)
-    for option in ("out", "plot"):
-        _check_output_file(getattr(args, option), f"--{option}")
-    if args.plot:
-        from fixprop.explore.plots import require
-
-        require()
+    _check_output_file(args.out, "--out")
+    _check_plot_file(args.plot)
     words = dict(_parse_role_word(item) for item in args.role_word)
     if (args.out or words) and args.propose is None:
         raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
@@ -334,6 +333,15 @@ def _check_output_file(path: str | None, option: str) -> None:
     """Refuse, before any work, an output file whose directory does not exist."""
     if path is not None and not Path(path).resolve().parent.is_dir():
         raise ConfigError(f"{option} {path}: the directory {Path(path).resolve().parent} does not exist")
+
+
+def _check_plot_file(path: str | None) -> None:
+    """Before any work: --plot's directory exists and matplotlib is installed."""
+    if path is not None:
+        from fixprop.explore.plots import require
+
+        _check_output_file(path, "--plot")
+        require()
 
 
 def _parse_role_word(text: str) -> tuple[str, int]:
@@ -451,9 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_datapath_options(train)
     add_training_options(train)
-    train.add_argument("--plot", metavar="FILE.png", help="write the loss (and accuracy) curves")
-    train.add_argument("--json", action="store_true", help="print one JSON object with every curve")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(train, "write the loss (and accuracy) curves")
     train.set_defaults(run=_cmd_train)
 
     ranges = commands.add_parser(
@@ -468,15 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "ik or digits: training, as fixprop train")
     ranges.add_argument("--seeds", default="0", help="seeds to observe, merged: 0-7 or 0,3,5 (default 0): "
                         "verify's --seed, or train's --seed")
-    ranges.add_argument("--shape", help="verify only: layer sizes (default 3,7,7,5)")
-    ranges.add_argument("--hidden", help="training only: hidden widths (default 16)")
-    ranges.add_argument("--epochs", type=_count(1), help="training only: epochs (default 20)")
-    ranges.add_argument("--data-seed", type=_count(0), help="training only: data draw/split seed (default 0)")
-    ranges.add_argument("--batch", type=_count(1), help="samples per gradient (verify 1) or SGD step (train 16)")
-    ranges.add_argument("--init", help="initialisation (verify uniform, train he)")
-    ranges.add_argument("--activation", help="hidden activation (relu)")
-    ranges.add_argument("--output-activation", help="output activation (verify: = --activation, train: linear)")
-    ranges.add_argument("--loss", help="loss (sse)")
+    e, d = Experiment(), TrainConfig()  # the defaults ranges applies (_ranges_defaults)
+    ranges.add_argument("--shape", help=f"verify only: layer sizes (default {','.join(map(str, e.shape))})")
+    ranges.add_argument("--hidden", help=f"training only: hidden widths (default {','.join(map(str, d.hidden))})")
+    ranges.add_argument("--epochs", type=_count(1), help=f"training only: epochs (default {d.epochs})")
+    ranges.add_argument("--data-seed", type=_count(0),
+                        help=f"training only: data draw/split seed (default {d.data_seed})")
+    ranges.add_argument("--batch", type=_count(1),
+                        help=f"samples per gradient (verify {e.batch}) or SGD step (train {d.batch})")
+    ranges.add_argument("--init", help=f"initialisation (verify {e.init}, train {d.init})")
+    ranges.add_argument("--activation", help=f"hidden activation (verify {e.activation}, train {d.activation})")
+    ranges.add_argument("--output-activation", help="output activation (verify: = --activation, "
+                        f"train: {d.output_activation})")
+    ranges.add_argument("--loss", help=f"loss (verify {e.loss}, train {d.loss})")
     ranges.add_argument("--propose", type=_count(2), metavar="W", help="propose formats of W-bit words")
     ranges.add_argument("--margin", type=_count(0), default=1, help="extra integer bits (default 1)")
     ranges.add_argument("--per-role", action="store_true", help="one format per role (default: per-layer "
@@ -484,9 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     ranges.add_argument("--role-word", action="append", default=[], metavar="ROLE=BITS",
                         help="another word length for one role, e.g. acc=32 (repeatable)")
     ranges.add_argument("--out", metavar="FILE.toml", help="write the proposed datapath")
-    ranges.add_argument("--plot", metavar="FILE.png", help="write the log2 histograms")
-    ranges.add_argument("--json", action="store_true", help="print one JSON object")
-    ranges.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_options(ranges, "write the log2 histograms")
     ranges.set_defaults(run=_cmd_ranges)
 
     sweep = commands.add_parser(

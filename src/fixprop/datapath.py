@@ -110,6 +110,13 @@ class RoleCast:
         signed = src.signed
         return QFormat(max(int_bits + frac, 1), frac, signed)
 
+    def at_word(self, word: int) -> "RoleCast":
+        """The same cast at another word length, keeping its integer bits (frac moves with the
+        word); a cast whose word or frac is full is returned as it is."""
+        if self.word is None or self.frac is None:
+            return self
+        return replace(self, word=word, frac=self.frac + word - self.word)
+
     def describe(self) -> str:
         """Short text such as ``s16.8 RND_CONV SAT`` or ``full.12 RND_CONV``."""
         word = FULL if self.word is None else str(self.word)

@@ -19,7 +19,6 @@ fraction bits.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -102,12 +101,11 @@ class RangeCollector:
 
     def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray,
                  cast: RoleCast | None = None) -> None:
-        observed = observe(role, layer, exact, result.raw, result.fmt, cast)
-        key = (role, layer)
-        if key in self.stats:
-            self.stats[key].merge(observed)
-        else:
-            self.stats[key] = observed
+        self.add(observe(role, layer, exact, result.raw, result.fmt, cast))
+
+    def add(self, stats: RoleStats) -> None:
+        """Merge observations of one (role, layer) into this collector (``stats`` is not kept)."""
+        self.stats.setdefault((stats.role, stats.layer), RoleStats(stats.role, stats.layer)).merge(stats)
 
     def table(self) -> list[RoleStats]:
         """The statistics in datapath role order, then by layer (data first)."""
@@ -118,9 +116,7 @@ class RangeCollector:
         """Statistics of each role merged over its layers."""
         merged: dict[str, RoleStats] = {}
         for s in self.table():
-            if s.role not in merged:
-                merged[s.role] = RoleStats(s.role, None)
-            merged[s.role].merge(s)
+            merged.setdefault(s.role, RoleStats(s.role, None)).merge(s)
         return merged
 
     def to_json(self) -> list[dict]:
@@ -136,12 +132,6 @@ def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fm
     after_zero = np.asarray(result_raw) == 0
     if isinstance(exact, FixedArray):
         raw, frac = exact.raw, exact.fmt.frac
-        if raw.dtype != object:
-            raw = np.asarray(raw, dtype=np.int64)
-        lo_raw, hi_raw = _scaled_bounds(fmt, frac)
-        if raw.dtype != object:  # int64 raw cannot pass bounds beyond int64
-            lo_raw, hi_raw = max(lo_raw, -(2**63)), min(hi_raw, 2**63 - 1)
-        above, below = raw > hi_raw, raw < lo_raw
         scale = Fraction(1, 2**frac) if frac >= 0 else Fraction(2 ** -frac)
         values_min = None if raw.size == 0 else Fraction(int(raw.min())) * scale
         values_max = None if raw.size == 0 else Fraction(int(raw.max())) * scale
@@ -149,16 +139,6 @@ def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fm
         exponents = _floor_log2_int(raw[nonzero]) - frac
     else:
         x = np.asarray(exact, dtype=np.float64)
-        with np.errstate(over="ignore"):  # an infinite x * 2**frac is still out of range, correctly
-            scaled = np.ldexp(x, fmt.frac)
-        if fmt.word <= 53:
-            above, below = scaled > fmt.raw_max, scaled < fmt.raw_min
-        else:  # compare exactly: such large raw bounds are not all float64 values
-            flat = scaled.ravel()
-            above = np.array([v > 0 if math.isinf(v) else Fraction(v) > fmt.raw_max for v in flat],
-                             dtype=bool).reshape(x.shape)
-            below = np.array([v < 0 if math.isinf(v) else Fraction(v) < fmt.raw_min for v in flat],
-                             dtype=bool).reshape(x.shape)
         values_min = None if x.size == 0 else Fraction(float(x.min()))
         values_max = None if x.size == 0 else Fraction(float(x.max()))
         nonzero = x != 0
@@ -167,37 +147,32 @@ def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fm
     stats.nonzero = int(np.count_nonzero(nonzero))
     stats.min, stats.max = values_min, values_max
     if cast is not None and cast.rounding is not Rounding.STOCH:
-        stats.saturated = _overflowed_after_rounding(exact, fmt, cast)
-    else:
-        stats.saturated = int(np.count_nonzero(above) + np.count_nonzero(below))
+        stats.saturated = _count_outside(_rounded(exact, fmt, cast.rounding), *q.overflow_bounds(fmt, cast.overflow))
+    else:  # exact value outside [min, max]: its ceiling above raw_max, or its floor below raw_min
+        stats.saturated = (_count_outside(_rounded(exact, fmt, Rounding.TRN_INF), None, fmt.raw_max)
+                           + _count_outside(_rounded(exact, fmt, Rounding.TRN), fmt.raw_min, None))
     stats.underflowed = int(np.count_nonzero(nonzero & after_zero))
     values, counts = np.unique(np.asarray(exponents, dtype=np.int64), return_counts=True)
     stats.log2_histogram = {int(e): int(n) for e, n in zip(values, counts)}
     return stats
 
 
-def _overflowed_after_rounding(exact: Any, fmt: QFormat, cast: RoleCast) -> int:
-    """How many values, rounded into ``fmt``'s fraction by ``cast.rounding`` (exactly, no word
-    limit), fall outside the range ``cast.overflow`` keeps."""
+def _rounded(exact: Any, fmt: QFormat, rounding: Rounding) -> np.ndarray:
+    """Raw integers of ``exact`` rounded into ``fmt``'s fraction by ``rounding``, with no word
+    limit (the casts' own code, quantize.py)."""
     if isinstance(exact, FixedArray):
-        rounded, _ = q.requantize(exact.raw, exact.fmt, fmt, cast.rounding, None)
-    else:
-        rounded, _ = q.quantize_float(np.asarray(exact, dtype=np.float64), fmt, cast.rounding, None)
-    lo, hi = q.overflow_bounds(fmt, cast.overflow)
-    if rounded.dtype != object:
-        lo, hi = max(lo, -(2**63)), min(hi, 2**63 - 1)
-    return int(np.count_nonzero((rounded < lo) | (rounded > hi)))
+        return q.requantize(exact.raw, exact.fmt, fmt, rounding, None)[0]
+    return q.quantize_float(np.asarray(exact, dtype=np.float64), fmt, rounding, None)[0]
 
 
-def _scaled_bounds(fmt: QFormat, src_frac: int) -> tuple[int, int]:
-    """Raw bounds (lo, hi) at fraction ``src_frac`` such that a raw r at that fraction lies in
-    fmt's range exactly when lo <= r <= hi (r * 2**(fmt.frac - src_frac) compared exactly)."""
-    shift = src_frac - fmt.frac
-    if shift >= 0:
-        lo, hi = fmt.raw_min << shift, fmt.raw_max << shift
-    else:  # r * 2**k <= M  <=>  r <= floor(M / 2**k); r * 2**k >= m  <=>  r >= ceil(m / 2**k)
-        lo, hi = -((-fmt.raw_min) >> -shift), fmt.raw_max >> -shift
-    return lo, hi
+def _count_outside(raw: np.ndarray, lo: int | None, hi: int | None) -> int:
+    """How many integers lie below ``lo`` or above ``hi`` (None: no bound on that side)."""
+    outside = np.zeros(np.shape(raw), dtype=bool)
+    if lo is not None and (raw.dtype == object or lo > -(2**63)):  # int64 raw cannot pass int64 bounds
+        outside |= raw < lo
+    if hi is not None and (raw.dtype == object or hi < 2**63 - 1):
+        outside |= raw > hi
+    return int(np.count_nonzero(outside))
 
 
 def _floor_log2_int(raw: np.ndarray) -> np.ndarray:
@@ -283,8 +258,7 @@ def propose_datapath(
         s = by_role.get(role)
         w = words.get(role, word)
         if s is None or s.min is None:  # never cast: same integer bits, the new word
-            if cast.word is not None and cast.frac is not None:
-                roles[role] = replace(cast, word=w, frac=cast.frac + w - cast.word)
+            roles[role] = cast.at_word(w)
             continue
         roles[role] = fitted(cast, s, w)
         if not per_layer or role not in LAYER_ROLES:
@@ -318,13 +292,8 @@ def merged(collectors: Iterable[RangeCollector]) -> RangeCollector:
     """One collector holding the observations of several (e.g. one per seed)."""
     total = RangeCollector()
     for c in collectors:
-        for key, s in c.stats.items():
-            if key in total.stats:
-                total.stats[key].merge(s)
-            else:
-                copy = RoleStats(s.role, s.layer)
-                copy.merge(s)
-                total.stats[key] = copy
+        for s in c.stats.values():
+            total.add(s)
     return total
 
 

@@ -30,10 +30,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fixprop.datapath import Datapath, RoleCast
+from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError
 from fixprop.fixed.modes import Rounding
-from fixprop.verify.experiment import to_json
+from fixprop.verify.experiment import Experiment, run, to_json
 
 MEASURES = ("gradient", "train")
 KEEP = "keep"  # the rounding "mode" that keeps each template's own modes
@@ -78,13 +78,8 @@ class SweepSpec:
 
 def rescaled(datapath: Datapath, word: int) -> Datapath:
     """``datapath`` with every fixed cast moved to ``word`` bits, keeping its integer bits."""
-    def move(cast: RoleCast) -> RoleCast:
-        if cast.word is None or cast.frac is None:
-            return cast
-        return replace(cast, word=word, frac=cast.frac + word - cast.word)
-
-    return replace(datapath, roles={r: move(c) for r, c in datapath.roles.items()},
-                   layers={layer: {r: move(c) for r, c in o.items()} for layer, o in datapath.layers.items()},
+    return replace(datapath, roles={r: c.at_word(word) for r, c in datapath.roles.items()},
+                   layers={layer: {r: c.at_word(word) for r, c in o.items()} for layer, o in datapath.layers.items()},
                    name=f"{datapath.name} at {word} bits")
 
 
@@ -116,10 +111,15 @@ def grid(spec: SweepSpec) -> list[dict]:
     return points
 
 
+def _coordinates(point: dict) -> dict:
+    """What names a point in its result: index, template, word, frac, rounding."""
+    return {k: point[k] for k in ("index", "template", "word", "frac", "rounding")}
+
+
 def run_point(point: dict) -> dict:
     """Measure one point (in any process); never raises: a failure is recorded in the result."""
     start = time.perf_counter()
-    result = {k: point[k] for k in ("index", "template", "word", "frac", "rounding")}
+    result = _coordinates(point)
     try:
         dp = Datapath.from_toml(point["datapath_toml"], source=f"sweep point {point['index']}")
         if "gradient" in point["measures"]:
@@ -136,8 +136,6 @@ def run_point(point: dict) -> dict:
 
 
 def _gradient(dp: Datapath, point: dict) -> dict:
-    from fixprop.verify.experiment import Experiment, run
-
     errors, sqnr = [], []
     for seed in point["seeds"]:
         r = run(Experiment(datapath=dp, seed=seed, timing_repeats=0, **point["verify"]))
@@ -198,8 +196,7 @@ def _result_of(future: Any, point: dict) -> dict:
     try:
         return future.result()
     except Exception as error:
-        return {**{k: point[k] for k in ("index", "template", "word", "frac", "rounding")},
-                "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}", "seconds": math.nan}
+        return {**_coordinates(point), "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}", "seconds": math.nan}
 
 
 def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[dict], None]) -> None:
