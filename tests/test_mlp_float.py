@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fixprop.nn import MLP, FloatArithmetic
+from fixprop.nn.mlp import LayerParams
 from fixprop.verify.references import available, reference_gradients
 
 ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh"]
@@ -15,14 +18,61 @@ LOSSES = ["sse", "half_sse", "mse"]
 RTOL = 1e-12
 
 
+#: Data and parameters are multiples of 2**-DYADIC_BITS in [-1, 1]: every product and partial sum of
+#: the forward pass then has few significant bits, so float64 computes it exactly in any order
+#: (numpy, BLAS with or without FMA, JAX, PyTorch). A pinned kink is then exactly the kink in every
+#: library, not only in numpy's rounding (test_dyadic_cases_are_exact_in_every_library checks it).
+DYADIC_BITS = 4
+
+
+def dyadic(rng: np.random.Generator, shape) -> np.ndarray:
+    """Uniform multiples of 2**-DYADIC_BITS in [-1, 1]."""
+    scale = 2**DYADIC_BITS
+    return rng.integers(-scale, scale + 1, shape) / scale
+
+
+def dyadic_case(sizes, activation, output_activation, loss, batch, seed):
+    """A network, dyadic parameters and data, with sample 0's first pre-activations on the kinks."""
+    net = MLP(sizes, activation, output_activation, loss, init="uniform_neg", seed=seed)
+    rng = np.random.default_rng(seed)
+    params = [LayerParams(dyadic(rng, (n_out, n_in)), dyadic(rng, n_out))
+              for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    x, y = dyadic(rng, (batch, sizes[0])), dyadic(rng, (batch, sizes[-1]))
+    pin_to_kinks(params, x, net.activation_of(0).name)
+    return net, params, x, y
+
+
 def pin_to_kinks(params, x, activation):
-    """Put pre-activations exactly on the activation's kinks (0, or +-1 for hard_tanh) for sample 0."""
+    """Put pre-activations exactly on the activation's kinks (0, or +-1 for hard_tanh) for sample 0.
+    With dyadic data ``weight @ x`` is exact, so the bias that lands on the kink is exact too."""
     targets = {"hard_tanh": [1.0, -1.0, 0.0]}.get(activation, [0.0])
     for j, target in enumerate(targets[: len(params[0].bias)]):
-        params[0].bias[j] = target - float(params[0].weight[j] @ x[0])
-        # recompute in the network's own order so z is exactly the kink in float64
-        z = x[0] @ params[0].weight[j] + params[0].bias[j]
-        params[0].bias[j] += target - z
+        exact = sum(Fraction(w) * Fraction(v) for w, v in zip(params[0].weight[j], x[0]))
+        params[0].bias[j] = float(Fraction(target) - exact)
+        assert Fraction(params[0].bias[j]) == Fraction(target) - exact
+
+
+def exact_pre_activations(net, params, x):
+    """Every layer's pre-activations in exact rational arithmetic (the independent oracle)."""
+    a = [[Fraction(v) for v in row] for row in x]
+    pres = []
+    for i, p in enumerate(params):
+        z = [[sum((Fraction(w) * v for w, v in zip(p.weight[j], row)), Fraction(p.bias[j]))
+              for j in range(len(p.bias))] for row in a]
+        pres.append(z)
+        a = [[exact_activation(net.activation_of(i), v) for v in row] for row in z]
+    return pres
+
+
+def exact_activation(activation, z: Fraction) -> Fraction:
+    name = activation.name
+    if name == "relu":
+        return max(z, Fraction(0))
+    if name == "leaky_relu":
+        return z if z > 0 else z * Fraction(1, 2**activation.shift)
+    if name == "hard_tanh":
+        return min(max(z, Fraction(-1)), Fraction(1))
+    return z
 
 
 def float_and_reference(net, params, x, y, c, backend):
@@ -51,13 +101,8 @@ def assert_close(grads, ref):
     seed=st.integers(0, 10_000),
 )
 def test_float_gradients_equal_autograd(sizes, activation, output_activation, loss, batch, relu_at_zero, seed):
-    net = MLP(sizes, activation, output_activation, loss, init="uniform_neg", seed=seed)
-    params = net.init_params()
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (batch, sizes[0]))
-    y = rng.uniform(-1, 1, (batch, sizes[-1]))
-    pin_to_kinks(params, x, net.activation_of(0).name)
-    trace, grads, ref = float_and_reference(net, params, x, y, relu_at_zero, "autograd")
+    net, params, x, y = dyadic_case(sizes, activation, output_activation, loss, batch, seed)
+    _, grads, ref = float_and_reference(net, params, x, y, relu_at_zero, "autograd")
     assert_close(grads, ref)
 
 
@@ -74,19 +119,53 @@ def test_relu_derivative_at_zero_is_the_configured_one(relu_at_zero):
     assert grads[0].bias_grad[0] == 2.0 * relu_at_zero == ref[0][1][0]
 
 
+REFERENCE_CASES = [([3, 7, 7, 5], 1, 0.5), ([4, 6, 2], 8, 0.0), ([2, 3, 3], 3, 1.0)]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax", "torch"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_dyadic_cases_are_exact_in_every_library(backend, activation):
+    """The reference cases' pre-activations, as each library computes ``a @ W.T + b``, equal the
+    exact rational values: so a pinned kink is the kink in every library whatever its matmul kernel."""
+    if backend != "numpy" and not available(backend):
+        pytest.skip(f"{backend} not installed (CI installs it)")
+    for seed, (sizes, batch, _) in enumerate(REFERENCE_CASES):
+        net, params, x, _ = dyadic_case(sizes, activation, activation, "sse", batch, seed)
+        exact = exact_pre_activations(net, params, x)
+        on_kink = {"hard_tanh": 1.0}.get(activation, 0.0)
+        assert exact[0][0][0] == on_kink  # the pin worked
+        a = x
+        for i, p in enumerate(params):
+            z = library_affine(backend, a, p.weight, p.bias)
+            assert [[Fraction(v) for v in row] for row in z] == exact[i], f"layer {i} inexact in {backend}"
+            a = np.array([[float(exact_activation(net.activation_of(i), v)) for v in row] for row in exact[i]])
+
+
+def library_affine(backend, a, w, b) -> np.ndarray:
+    """``a @ w.T + b`` in float64 by the given library."""
+    if backend == "torch":
+        import torch
+
+        t = torch.tensor(a, dtype=torch.float64) @ torch.tensor(w, dtype=torch.float64).T
+        return (t + torch.tensor(b, dtype=torch.float64)).numpy()
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        return np.asarray(jnp.asarray(a) @ jnp.asarray(w).T + jnp.asarray(b))
+    return a @ w.T + b
+
+
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_float_gradients_equal_jax_and_torch(backend, activation, loss):
     if not available(backend):
         pytest.skip(f"{backend} not installed (CI installs it)")
-    for seed, (sizes, batch, c) in enumerate([([3, 7, 7, 5], 1, 0.5), ([4, 6, 2], 8, 0.0), ([2, 3, 3], 3, 1.0)]):
-        net = MLP(sizes, activation, activation, loss, init="uniform_neg", seed=seed)
-        params = net.init_params()
-        rng = np.random.default_rng(seed)
-        x = rng.uniform(-1, 1, (batch, sizes[0]))
-        y = rng.uniform(-1, 1, (batch, sizes[-1]))
-        pin_to_kinks(params, x, activation)
+    for seed, (sizes, batch, c) in enumerate(REFERENCE_CASES):
+        net, params, x, y = dyadic_case(sizes, activation, activation, loss, batch, seed)
         _, grads, ref = float_and_reference(net, params, x, y, c, backend)
         assert_close(grads, ref)
 
