@@ -21,7 +21,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from fixprop.datapath import Datapath
-from fixprop.errors import ConfigError, RawTypeError
+from fixprop.errors import ConfigError, RawTypeError, ShapeError
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed.format import QFormat
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
@@ -78,19 +78,23 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
     def infer(self, x: Any, params: Sequence[Sequence[Any]]) -> Any:
         """Forward pass of one column vector x (n_in, 1); returns the output column (n_out, 1)."""
         self._require_shape()
+        self._check_columns(x, self._shape[0], "x", "infer(x, params)")
         weights, biases = params
-        self._last_input, self._last_params = x, params
+        self._last_input = self._last_params = None  # a failed infer leaves nothing for grad to reuse
+        self._activation = []
         if not self._quant:  # autograd-traceable float64
             a = x
             activations = [a]
             for w, b in zip(weights, biases):
                 a = anp.maximum(anp.dot(w, a) + b, 0.0)
                 activations.append(a)
-            self._activation = activations
-            return a
-        trace = self._net().forward(self._fixed(), self._fixed_params(weights, biases), self._raw_fixed(x, "x").T)
-        self._activation = [self._raw(trace.layers[0].input).T] + [self._raw(t.act).T for t in trace.layers]
-        return self._activation[-1]
+        else:
+            trace = self._net().forward(self._fixed(), self._fixed_params(weights, biases),
+                                        self._raw_fixed(x, "x").T)
+            activations = [self._raw(trace.layers[0].input).T] + [self._raw(t.act).T for t in trace.layers]
+        self._activation = activations
+        self._last_input, self._last_params = x, params
+        return activations[-1]
 
     def error(self, truth: Any) -> Any:
         """Sum of squared errors of the last inference (raw units squared in quantized mode)."""
@@ -103,6 +107,7 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         ``_bias_dif`` and ``params_grad`` (= [weight grads, bias grads]); ``debug`` prints them."""
         if self._last_params is None:
             raise ConfigError("call infer(x, params) before grad(truth)")
+        self._check_columns(truth, self._shape[-1], "truth", "grad(truth)", np.shape(getval(self._last_input))[1])
         net = self._net()
         weights, biases = self._last_params
         if self._quant:
@@ -127,6 +132,17 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
                       f"bias grad {self._bias_dif[i].ravel()}")
 
     # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _check_columns(values: Any, rows: int, name: str, call: str, columns: int | None = None) -> None:
+        """The seed's convention, in both modes: samples are columns, so ``values`` is (rows, 1)
+        (or (rows, batch)); a 1-D or transposed array is refused rather than broadcast."""
+        shape = np.shape(getval(values))
+        wanted = f"({rows}, {columns})" if columns is not None else f"({rows}, 1) (a column; or ({rows}, batch))"
+        if len(shape) != 2 or shape[0] != rows or (columns is not None and shape[1] != columns) or shape[1] < 1:
+            hint = f"; reshape it with {name}.reshape({rows}, -1)" if len(shape) == 1 and shape[0] % rows == 0 else ""
+            raise ShapeError(f"{call}: {name} must have shape {wanted}, as in the seed's class; "
+                             f"got shape {shape}{hint}")
+
     def _require_shape(self) -> None:
         if not self._shape:
             raise ConfigError("call net_shape([n_in, ..., n_out]) first")

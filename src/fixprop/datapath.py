@@ -147,18 +147,44 @@ def _target_format(cast: RoleCast, src: QFormat) -> QFormat:
 
 @dataclass(frozen=True)
 class FixedConstant:
-    """A constant held in its own fixed-point format (learning rate, momentum coefficient)."""
+    """A constant held in its own fixed-point format (learning rate, momentum coefficient).
+
+    ``value`` is a finite real number that must fit ``fmt`` (it is rounded by ``rounding``, a
+    deterministic mode or its name, never saturated): a constant the hardware cannot hold is a
+    :class:`ConfigError`, not a silently different constant.
+    """
 
     value: float
     fmt: QFormat
     rounding: Rounding = Rounding.RND_CONV
 
-    @property
-    def raw(self) -> int:
-        """The constant's raw integer (``value`` rounded into ``fmt``, saturated)."""
+    def __post_init__(self) -> None:
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"FixedConstant value must be a finite real number; got {value!r}")
+        object.__setattr__(self, "value", float(value))
+        if isinstance(self.fmt, str):
+            object.__setattr__(self, "fmt", QFormat.parse(self.fmt))
+        elif not isinstance(self.fmt, QFormat):
+            raise ConfigError(f"FixedConstant fmt must be a QFormat or a string like 'u16.16'; got {self.fmt!r}")
+        rounding = Rounding.parse(self.rounding)
+        if rounding is Rounding.STOCH:
+            raise ConfigError("a FixedConstant is rounded once, deterministically: STOCH is not allowed")
+        object.__setattr__(self, "rounding", rounding)
         from fixprop.fixed.array import FixedArray
 
-        return int(FixedArray.from_float([self.value], self.fmt, self.rounding, "SAT").raw[0])
+        unbounded = QFormat(max(self.fmt.frac + 1026, 2), self.fmt.frac)  # holds any finite float64
+        rounded = int(FixedArray.from_float([self.value], unbounded, self.rounding, None).raw[0])
+        if not self.fmt.raw_min <= rounded <= self.fmt.raw_max:
+            raise ConfigError(f"constant {self.value!r} does not fit its format {self.fmt} "
+                              f"(range [{self.fmt.min:g}, {self.fmt.max:g}]): give it more integer bits")
+
+    @property
+    def raw(self) -> int:
+        """The constant's raw integer (``value`` rounded into ``fmt``)."""
+        from fixprop.fixed.array import FixedArray
+
+        return int(FixedArray.from_float([self.value], self.fmt, self.rounding, None).raw[0])
 
     @property
     def quantized(self) -> float:
@@ -199,20 +225,13 @@ class Datapath:
             required = ", ".join(r for r in ROLES if r != "momentum")
             raise ConfigError(f"datapath has no cast for role(s) {missing}; every one of {required} needs one "
                               "(and momentum when a momentum coefficient is given)")
-        for name, const in (("lr", self.lr), ("momentum", self.momentum)):
-            if const is not None and const.value != 0 and const.raw == 0:
-                raise ConfigError(f"{name} = {const.value!r} is 0 in its format {const.fmt}; "
-                                  "give the constant more fraction bits")
+        self._check_learning_settings()
         state_roles = [r for r in ("input", "target", "weight", "bias", "momentum") if r in self.roles]
         open_ended = [r for r in state_roles if self.roles[r].fmt is None]
         if open_ended:
             raise ConfigError(f"role(s) {open_ended} hold data or state and need a fixed word and frac, not 'full'")
         if self.relu_grad_at_zero not in RELU_GRAD_AT_ZERO_CHOICES:
             raise ConfigError(f"relu_grad_at_zero must be 0, 0.5 or 1; got {self.relu_grad_at_zero!r}")
-        if (self.lr_shift is None) == (self.lr is None):
-            raise ConfigError("give exactly one learning rate: lr_shift (an int, lr = 2**-shift) or lr (a constant)")
-        if self.lr_shift is not None and (isinstance(self.lr_shift, bool) or not isinstance(self.lr_shift, int)):
-            raise ConfigError(f"lr_shift must be an int; got {self.lr_shift!r}")
         for layer, overrides in self.layers.items():
             if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
                 raise ConfigError(f"layer overrides are keyed by layer index (an int >= 0); got {layer!r}")
@@ -225,6 +244,33 @@ class Datapath:
             open_ended = [r for r in ("weight", "bias", "momentum") if r in overrides and overrides[r].fmt is None]
             if open_ended:
                 raise ConfigError(f"layer {layer}: role(s) {open_ended} hold state and need a fixed word and frac")
+
+    def _check_learning_settings(self) -> None:
+        """The one rule for learning settings (TOML, API and CLI all come here): exactly one of
+        lr_shift (an int >= 0: lr = 2**-lr_shift, a right shift) and lr (a constant > 0 that fits
+        its format and is not 0 there); momentum, when given, in [0, 1) as given and as quantized."""
+        if (self.lr_shift is None) == (self.lr is None):
+            raise ConfigError("give exactly one learning rate: lr_shift (an int, lr = 2**-shift) or lr (a constant)")
+        for name, const in (("lr", self.lr), ("momentum", self.momentum)):
+            if const is not None and not isinstance(const, FixedConstant):
+                raise ConfigError(f"{name} must be a FixedConstant(value, format) or None; got {const!r}")
+        if self.lr_shift is not None:
+            if isinstance(self.lr_shift, bool) or not isinstance(self.lr_shift, int) or self.lr_shift < 0:
+                raise ConfigError(f"lr_shift must be an int >= 0 (learning rate 2**-lr_shift, a right shift; "
+                                  f"a learning rate above 1 needs an [lr] constant); got {self.lr_shift!r}")
+        elif self.lr.value <= 0:
+            raise ConfigError(f"lr must be > 0; got {self.lr.value!r}")
+        elif self.lr.raw == 0:
+            raise ConfigError(f"lr = {self.lr.value!r} is 0 in its format {self.lr.fmt}; "
+                              "give the constant more fraction bits")
+        if self.momentum is not None:
+            mu = self.momentum
+            if not 0 <= mu.value < 1 or not 0 <= mu.quantized < 1:
+                shown = f"{mu.value!r}" + (f" (quantized {mu.quantized!r} in {mu.fmt})" if 0 <= mu.value < 1 else "")
+                raise ConfigError(f"momentum must be in [0, 1); got {shown}")
+            if mu.value != 0 and mu.raw == 0:
+                raise ConfigError(f"momentum = {mu.value!r} is 0 in its format {mu.fmt}; "
+                                  "give the constant more fraction bits")
 
     def __getitem__(self, role: str) -> RoleCast:
         try:
@@ -327,7 +373,7 @@ class Datapath:
 
     def save(self, path: str | Path) -> None:
         """Write the datapath to a TOML file."""
-        Path(path).write_text(self.to_toml())
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>") -> "Datapath":
@@ -340,7 +386,9 @@ class Datapath:
         _no_unknown(doc, allowed, source, "top level")
         roles_doc = doc.get("roles")
         if not isinstance(roles_doc, dict):
-            raise ConfigError(f"{source}: needs a [roles.<name>] table for each of: {', '.join(ROLES)}")
+            required = ", ".join(r for r in ROLES if r != "momentum")
+            raise ConfigError(f"{source}: needs a [roles.<name>] table for each of: {required} "
+                              "(and momentum when [momentum] is given)")
         roles = {}
         for name, table in roles_doc.items():
             where = f"{source} [roles.{name}]"
@@ -391,10 +439,10 @@ class Datapath:
         """Read a datapath TOML file."""
         path = Path(path)
         try:
-            text = path.read_text()
+            data = path.read_bytes()
         except OSError as error:
             raise ConfigError(f"cannot read datapath file {path}: {error.strerror}") from None
-        return cls.from_toml(text, source=str(path))
+        return cls.from_toml(decode_toml_bytes(data, str(path)), source=str(path))
 
     def describe(self) -> str:
         """A table of role -> cast, one per line."""
@@ -407,6 +455,19 @@ class Datapath:
         lines.append(f"  relu'(0) = {self.relu_grad_at_zero}, learning rate {lr}"
                      + (f", momentum {self.momentum.quantized!r} ({self.momentum.fmt})" if self.momentum else ""))
         return "\n".join(lines)
+
+
+def decode_toml_bytes(data: bytes, source: str) -> str:
+    """A TOML file's text: UTF-8 as TOML requires (a leading UTF-8 byte-order mark, as some editors
+    write, is dropped); anything else is a ConfigError that says which encoding it looks like."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{source}: the file is UTF-16 text; TOML files must be UTF-8 (save it as UTF-8)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{source}: not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}); TOML files "
+                          "must be UTF-8 (e.g. Latin-1 text: save it as UTF-8)") from None
 
 
 def _toml_value(value: Any) -> str:
@@ -460,7 +521,7 @@ def _constant_from_table(table: Any, source: str) -> FixedConstant:
     _no_unknown(table, {"value", "format", "rounding"}, source, "the constant")
     if "value" not in table or "format" not in table:
         raise ConfigError(f"{source}: needs value = <number> and format = \"u16.16\"")
-    value = table["value"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{source}: value must be a finite number; got {value!r}")
-    return FixedConstant(float(value), QFormat.parse(table["format"]), Rounding.parse(table.get("rounding", "RND_CONV")))
+    try:
+        return FixedConstant(table["value"], QFormat.parse(table["format"]), table.get("rounding", "RND_CONV"))
+    except FixpropError as error:
+        raise ConfigError(f"{source}: {error}") from None

@@ -31,7 +31,7 @@ from fixprop.fixed.modes import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, Overflow, Ro
 
 def _int_array(raw: Any) -> np.ndarray:
     """Validate raw integers; return them as int64 or as an object array of Python ints."""
-    arr = q.as_exact_array(raw)
+    arr = q.as_exact_array(raw, "FixedArray's raw")
     kind = arr.dtype.kind
     if kind == "i":
         return arr.astype(np.int64, copy=False)
@@ -162,6 +162,7 @@ class FixedArray:
         ``rng`` is required by ``Rounding.STOCH``.
         """
         fmt = as_format(fmt)
+        x = q.as_exact_array(x, "from_float's x")
         raw, out_of_range = q.quantize_float(x, fmt, rounding, overflow, rng)
         if overflow is None and out_of_range is not None and out_of_range.any():
             raise _range_error(raw, out_of_range, fmt, "FixedArray.from_float")

@@ -22,6 +22,10 @@ from fixprop.errors import FormatError
 INT64_SIGNED_MAX_WORD = 64
 INT64_UNSIGNED_MAX_WORD = 63
 
+#: The largest word length, and the largest |frac|, of any format (a bound on memory and time:
+#: exact results grow a few bits per operation, so real datapaths stay far below it).
+MAX_BITS = 1 << 16
+
 _SHORT_STR = re.compile(r"^\s*([su])\s*(\d+)\s*\.\s*(-?\d+)\s*$", re.IGNORECASE)
 
 
@@ -54,6 +58,9 @@ class QFormat:
             raise FormatError(f"QFormat signed must be True or False; got {self.signed!r}")
         if self.word < 1:
             raise FormatError(f"QFormat word must be >= 1 bit (it counts the sign bit); got {self.word}")
+        if self.word > MAX_BITS or abs(self.frac) > MAX_BITS:
+            raise FormatError(f"QFormat word and |frac| must be at most {MAX_BITS} bits; "
+                              f"got word {self.word}, frac {self.frac}")
 
     # -- construction --------------------------------------------------------------------
     @classmethod

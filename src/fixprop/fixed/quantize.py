@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fixprop.errors import ModeError, NonFiniteError, RawTypeError
+from fixprop.errors import ModeError, NonFiniteError, RawTypeError, ShapeError
 from fixprop.fixed.format import QFormat
 from fixprop.fixed.modes import Overflow, Rounding
 
@@ -459,7 +459,7 @@ def round_scaled_float(v: np.ndarray, rounding: Rounding, out: np.ndarray | None
     return round_float(v, rounding, out=out)
 
 
-def as_exact_array(x) -> np.ndarray:
+def as_exact_array(x, name: str = "the values") -> np.ndarray:
     """``np.asarray(x)``, except that Python ints never pass through float64.
 
     (``np.asarray([0, 2**63])`` is float64 and would lose bits; such input becomes an object
@@ -467,7 +467,11 @@ def as_exact_array(x) -> np.ndarray:
     """
     if isinstance(x, np.ndarray):
         return x
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        raise ShapeError(f"{name} is a ragged nested sequence (rows of different lengths); "
+                         "give a rectangular array") from None
     if arr.dtype.kind == "f" and arr.size:
         as_objects = np.asarray(x, dtype=object)
         if _all_ints(as_objects):

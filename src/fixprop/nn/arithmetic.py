@@ -14,12 +14,39 @@ from typing import Any, Callable
 import numpy as np
 
 from fixprop.datapath import Datapath, FixedConstant, RoleCast
-from fixprop.errors import NonFiniteError
+from fixprop.errors import ConfigError, NonFiniteError, RawTypeError, ShapeError
 from fixprop.fixed.array import FixedArray, maximum, minimum, where
 from fixprop.fixed.format import QFormat, bits_for
 
 #: Significant bits of the fixed-point constant 1/N that the "mse" loss multiplies by.
 MEAN_SCALE_BITS = 24
+
+
+#: How data errors name the argument of a role (the network's x and y; parameters by role).
+_ARGUMENT_OF_ROLE = {"input": "x (input)", "target": "y (target)"}
+
+
+def real_array(x: Any, role: str) -> np.ndarray:
+    """``x`` as a numpy array of real numbers (float or int), or a typed error naming the argument:
+    booleans, complex numbers, strings and ragged nested lists are refused, never reinterpreted."""
+    name = _ARGUMENT_OF_ROLE.get(role, role)
+    try:
+        arr = np.asarray(x)
+    except ValueError:
+        raise ShapeError(f"{name} is a ragged nested sequence (rows of different lengths); "
+                         "give a rectangular array") from None
+    kind = arr.dtype.kind
+    if kind == "O":
+        reals = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                    for v in arr.flat)
+        kind = "f" if reals else "O"
+    if kind == "b":
+        raise RawTypeError(f"{name} must hold real numbers; got booleans (convert them explicitly, "
+                           "e.g. x.astype(float))")
+    if kind not in "iuf":
+        raise RawTypeError(f"{name} must hold real numbers (float or int); got dtype {arr.dtype}"
+                           + (" (complex values are not reinterpreted as their real part)" if kind == "c" else ""))
+    return arr
 
 
 class FloatArithmetic:
@@ -39,7 +66,7 @@ class FloatArithmetic:
 
     def data(self, x: Any, role: str, layer: int | None = None) -> np.ndarray:
         """Real-valued data (input, target, initial parameters) as float64."""
-        arr = np.array(x.to_float() if isinstance(x, FixedArray) else x, dtype=np.float64)
+        arr = np.array(x.to_float() if isinstance(x, FixedArray) else real_array(x, role), dtype=np.float64)
         if not np.isfinite(arr).all():
             raise NonFiniteError(f"{role} data contains NaN or infinity")
         return arr
@@ -93,6 +120,9 @@ class FixedArithmetic:
 
     def __init__(self, datapath: Datapath, rng: np.random.Generator | None = None,
                  observer: Callable[[str, int | None, Any, FixedArray, RoleCast], None] | None = None):
+        if not isinstance(datapath, Datapath):
+            raise ConfigError("a fixed-point arithmetic needs a Datapath (e.g. Datapath.uniform(16, 8) or "
+                              f"Datapath.load('my.toml')); got {datapath!r}")
         self.datapath = datapath
         self.rng = rng
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
@@ -105,7 +135,7 @@ class FixedArithmetic:
             if x.fmt == spec.fmt:  # already quantized into this role (Model.train_step did): no cast
                 return x
             return self.cast(x, role, layer)
-        exact = np.asarray(x, dtype=np.float64)
+        exact = np.asarray(real_array(x, role), dtype=np.float64)
         result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, self.rng)
         if self.observer is not None:
             self.observer(role, layer, exact, result, spec)

@@ -16,7 +16,7 @@ import numpy as np
 from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError, ShapeError
 from fixprop.nn.activations import Activation, get_activation
-from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
+from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic, real_array
 from fixprop.nn.init import INIT_NAMES, init_layer
 from fixprop.nn.losses import Loss, get_loss
 
@@ -92,7 +92,10 @@ class MLP:
         init: str = "uniform",
         seed: int = 0,
     ) -> None:
-        sizes = list(layer_sizes)
+        try:
+            sizes = list(layer_sizes)
+        except TypeError:
+            sizes = []
         if len(sizes) < 2 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in sizes):
             raise ConfigError(f"layer_sizes must be >= 2 positive integers, e.g. [3, 16, 5]; got {layer_sizes!r}")
         if init not in INIT_NAMES:
@@ -204,6 +207,8 @@ class MLP:
 
     @staticmethod
     def _batch(x: Any, width: int, name: str) -> Any:
+        if not hasattr(x, "shape"):  # a nested sequence: an array (ar.data checks the values' type)
+            x = real_array(x, {"x": "input", "y": "target"}[name])
         shape = np.shape(x)
         if len(shape) == 1:
             x = x.reshape(1, -1) if hasattr(x, "reshape") else np.asarray(x).reshape(1, -1)
@@ -215,6 +220,8 @@ class MLP:
     # -- bound models --------------------------------------------------------------------
     def float_model(self, datapath: Datapath | None = None, params: Sequence[LayerParams] | None = None) -> "Model":
         """This network in float64 (with a datapath's relu'(0), learning rate and momentum when given)."""
+        if datapath is not None and not isinstance(datapath, Datapath):
+            raise ConfigError(f"float_model takes a Datapath or None; got {datapath!r}")
         ar = FloatArithmetic.matching(datapath) if datapath is not None else FloatArithmetic()
         momentum = datapath is not None and datapath.momentum is not None
         return Model(self, ar, self.init_params() if params is None else params, momentum)
