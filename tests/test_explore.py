@@ -575,8 +575,9 @@ def test_write_outputs_csv_and_json(tmp_path):
 
 
 def test_grid_points_and_rescaled_templates(tmp_path):
-    """grid() order (template, rounding, word, frac), frac >= word left out, file templates at each word
-    with their integer bits kept (layer overrides too), lr_shift applied to every point."""
+    """grid() order (template, rounding, word, frac), frac >= word kept (s8.8 is a format: every bit
+    fraction), file templates at each word with their integer bits kept (layer overrides too),
+    lr_shift applied to every point."""
     template = replace(Datapath.uniform(16, 8).with_role("acc", RoleCast.of("s20.4", "TRN", "WRAP"))
                        .with_role("out_err", RoleCast(None, 8)),
                        layers={0: {"weight": RoleCast.of("s16.14")}})
@@ -589,7 +590,7 @@ def test_grid_points_and_rescaled_templates(tmp_path):
     expected = []
     for t in ("uniform", "seed"):
         for r in ("RND_CONV", "STOCH"):
-            expected += [(t, r, 8, 6), (t, r, 12, 6), (t, r, 12, 8)]  # (8, 8) left out
+            expected += [(t, r, 8, 6), (t, r, 8, 8), (t, r, 12, 6), (t, r, 12, 8)]
     for r in ("RND_CONV", "STOCH"):
         expected += [(str(path), r, 8, None), (str(path), r, 12, None)]
     assert coords == expected and [p["index"] for p in points] == list(range(len(expected)))
@@ -665,10 +666,10 @@ def test_train_is_deterministic_and_equals_a_stepwise_hand_loop(name, monkeypatc
             made.append(self)
 
     monkeypatch.setattr(sys.modules["fixprop.explore.train"], "Model", Recorded)
-    first = train(config, dp)
+    first = train(config, dp, count_casts=False)  # counting casts runs stepwise: here the compiled step
     fixed_model = made[-1]
-    second = train(config, dp)
-    other = train(replace(config, seed=4), dp)
+    second = train(config, dp, count_casts=False)
+    other = train(replace(config, seed=4), dp, count_casts=False)
     for key in ("float", "fixed"):
         for curve in ("train_loss", "test_loss"):
             assert first[key][curve] == second[key][curve]
@@ -750,7 +751,7 @@ def test_observer_does_not_change_training():
     config = TrainConfig(epochs=1, hidden=(4,), batch=24, seed=1)
     dp = Datapath.uniform(12, 8, "STOCH")
     collector, observed = collect_training(config, dp)
-    plain = train(config, dp)
+    plain = train(config, dp, count_casts=False)  # compiled
     for key in ("float", "fixed"):
         for curve in ("train_loss", "test_loss"):
             assert observed[key][curve] == plain[key][curve]
@@ -921,9 +922,16 @@ def test_cli_bad_choices_are_argparse_errors(argv, option, capsys):
     assert option in capsys.readouterr().err
 
 
-def test_cli_sweep_empty_grid_and_unknown_role(tmp_path, capsys):
-    """An empty grid and an unknown role in --role-word are errors with exit code 2."""
-    assert main(["sweep", "--words", "8", "--fracs", "8", "--out", str(tmp_path / "s"), "--quiet", "--no-plot"]) == 2
-    assert "the grid is empty" in capsys.readouterr().err
+def test_cli_sweep_frac_beyond_word_and_unknown_role(tmp_path, capsys):
+    """frac >= word is a point like any other (s8.10: every value in [-1/8, 1/8)), as ranges
+    --propose may give; an unknown role in --role-word is an error with exit code 2."""
+    out = tmp_path / "s"
+    assert main(["sweep", "--words", "8", "--fracs", "8,10", "--seeds", "0", "--workers", "1", "--out", str(out),
+                 "--quiet", "--no-plot"]) == 0
+    rows = list(csv.DictReader(io.StringIO((out / "sweep.csv").read_text())))
+    assert [(r["word"], r["frac"], r["status"]) for r in rows] == [("8", "8", "ok"), ("8", "10", "ok")]
+    point, = grid(SweepSpec(words=(8,), fracs=(10,)))
+    assert Datapath.from_toml(point["datapath_toml"])["weight"].fmt.max == 0.125 - 2**-10
+    capsys.readouterr()
     assert main(["ranges", "--propose", "8", "--role-word", "nope=8"]) == 2
     assert "unknown role(s) ['nope']" in capsys.readouterr().err

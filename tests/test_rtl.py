@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fixprop import MLP, Datapath
-from fixprop.nn import LayerParams
 from fixprop.hardware import export
+from fixprop.nn import LayerParams
 
 RTL = Path(__file__).resolve().parents[1] / "examples" / "rtl"
 pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed (CI installs it)")
@@ -41,6 +41,20 @@ def make_bundle(tmp_path: Path, rounding: str) -> Path:
     return export(net, dp, x, y, STEPS, tmp_path / rounding, params=[LayerParams(weight, bias)])
 
 
+def changed_bundle(path: Path, name: str, index: tuple[int, ...], out: Path) -> Path:
+    """A copy of the bundle with one integer of tensor ``name`` changed by +1, rewritten
+    consistently (hashes and all), so only the RTL can notice."""
+    from fixprop.hardware import bundle as bundle_module
+    from fixprop.hardware import load
+
+    loaded = load(path)
+    tensors = dict(loaded.tensors)
+    raw = tensors[name].raw.copy()
+    raw[index] += 1
+    tensors[name] = type(tensors[name])(raw, tensors[name].fmt, overflow="WRAP")
+    return bundle_module.write(list(tensors.items()), out, loaded.datapath, loaded.manifest["network"])
+
+
 @pytest.mark.parametrize("rounding", ["RND", "RND_CONV"])
 def test_readmemh_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding):
     run = load_runner().run
@@ -48,12 +62,8 @@ def test_readmemh_flow_passes_and_fails_on_one_changed_integer(tmp_path, roundin
     passed, out = run(bundle, rounding)
     checked = STEPS * BATCH * N_OUT * 3 + STEPS * N_OUT * N_IN  # acc, pre, act per sample; weight_grad
     assert passed and f"PASS {checked} values checked" in out, out
-    # change one pre-activation integer in the bundle: the RTL must now disagree
-    mem = bundle / "step1_layer0_pre.mem"
-    lines = mem.read_text().splitlines()
-    lines[2 + 5] = format((int(lines[2 + 5], 16) + 1) % (1 << 16), "04x")
-    mem.write_text("\n".join(lines) + "\n")
-    passed, out = run(bundle, rounding)
+    # change one pre-activation integer in the bundle (consistently): the RTL must now disagree
+    passed, out = run(changed_bundle(bundle, "step1/layer0/pre", (1, 1), tmp_path / "changed"), rounding)
     assert not passed and f"FAIL 1 of {checked} values differ" in out, out
 
 
@@ -77,27 +87,21 @@ def load_cocotb_runner():
 
 @pytest.mark.parametrize("rounding", ["RND", "RND_CONV"])
 def test_cocotb_flow_passes_and_fails_on_one_changed_integer(tmp_path, rounding):
-    from fixprop.hardware import bundle as bundle_module
-    from fixprop.hardware import load
+    from fixprop.hardware import BundleError
 
     run = load_cocotb_runner().run
     path = make_bundle(tmp_path, rounding)
     assert run(path, rounding)
     # one integer changed, the bundle rewritten consistently (hashes and all): the RTL disagrees,
     # in the forward pass and in the weight gradient
-    loaded = load(path)
     for name, index in (("step2/layer0/pre", (1, 2)), ("step1/layer0/weight_grad", (3, 0))):
-        tensors = dict(loaded.tensors)
-        raw = tensors[name].raw.copy()
-        raw[index] += 1
-        tensors[name] = type(tensors[name])(raw, tensors[name].fmt, overflow="WRAP")
-        changed = bundle_module.write(list(tensors.items()), tmp_path / f"changed_{name.replace('/', '_')}",
-                                      loaded.datapath, loaded.manifest["network"])
+        changed = changed_bundle(path, name, index, tmp_path / f"changed_{name.replace('/', '_')}")
         assert not run(changed, rounding), name
-    # a bundle changed without its hashes is refused before any simulation result counts
+    # a bundle changed without its hashes is refused before any simulation
     mem = path / "step0_layer0_act.mem"
     mem.write_text(mem.read_text().replace("\n0", "\n1", 1))
-    assert not run(path, rounding)
+    with pytest.raises(BundleError, match="step0/layer0/act: step0_layer0_act.mem does not match its sha256"):
+        run(path, rounding)
 
 
 @pytest.mark.parametrize("w_in,shift,w_out,rounding", [

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
+import signal
 import sys
+import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 import fixprop
 from fixprop.datapath import Datapath
-from fixprop.errors import ConfigError, FixpropError
+from fixprop.errors import ConfigError, FixpropError, FormatError
 from fixprop.explore.datasets import DATASETS
 from fixprop.explore.train import TrainConfig
 from fixprop.fixed import DEFAULT_OVERFLOW, DEFAULT_ROUNDING, FixedArray, Overflow, QFormat, Rounding
@@ -21,11 +27,24 @@ from fixprop.verify.experiment import Experiment, format_report, run, to_json
 from fixprop.verify.references import BACKENDS, available
 
 DETERMINISTIC_ROUNDINGS = [r for r in Rounding if r is not Rounding.STOCH]
+#: The exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 128 + int(signal.SIGINT)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are two lines: where to find the usage, then the error
+    (``fixprop <command>: error: argument --x: ...``) last; exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"usage: see '{self.prog} --help'\n{self.prog}: error: {message}\n")
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     """Round real numbers into a format under one or every rounding mode; print raw and value."""
-    fmt = QFormat.parse(args.format)
+    try:
+        fmt = QFormat.parse(args.format)
+    except FormatError as error:
+        raise FormatError(f"--format {args.format}: {error}") from None
     modes = DETERMINISTIC_ROUNDINGS if args.rounding.lower() == "all" else [Rounding.parse(args.rounding)]
     rng = np.random.default_rng(args.seed)
     values = np.array(args.values, dtype=np.float64)
@@ -49,10 +68,14 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_shape(text: str, option: str = "--shape") -> list[int]:
+def _parse_shape(text: str, option: str = "--shape", minimum: int = 2) -> list[int]:
+    """Comma-separated positive sizes, at least ``minimum`` of them (a network's inputs and outputs: 2)."""
     parts = text.replace("[", "").replace("]", "").split(",")
     if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
         raise ConfigError(f"{option} must be comma-separated positive layer sizes such as 3,7,7,5; got {text!r}")
+    if len(parts) < minimum:
+        raise ConfigError(f"{option} needs at least {minimum} layer sizes (inputs, ..., outputs) such as 3,7,7,5; "
+                          f"got {text!r}")
     return [int(part) for part in parts]
 
 
@@ -64,13 +87,14 @@ def _parse_ints(text: str, option: str, minimum: int | None = None) -> list[int]
         try:
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1) if not part.startswith("-") else (None, None)
-                values.extend(range(int(lo), int(hi) + 1))
+                lo, hi = int(lo), int(hi)
             else:
-                values.append(int(part))
+                lo = hi = int(part)
         except (TypeError, ValueError):
             raise ConfigError(f"{option} takes integers and ranges such as 12,16 or 4-12; got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} is empty")
+        if lo > hi:
+            raise ConfigError(f"{option} {part}: the range runs backwards; write {hi}-{lo}")
+        values.extend(range(lo, hi + 1))
     if minimum is not None and min(values) < minimum:
         raise ConfigError(f"{option} values must be >= {minimum}; got {min(values)} in {text!r}")
     return values
@@ -164,7 +188,7 @@ def add_report_options(parser: argparse.ArgumentParser, plot_help: str) -> None:
 
 def train_config_from_args(args: argparse.Namespace, seed: int | None = None) -> TrainConfig:
     """The TrainConfig of the training options (``seed`` replaces --seed)."""
-    return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden")),
+    return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden", minimum=1)),
                        epochs=args.epochs, batch=args.batch, seed=args.seed if seed is None else seed,
                        data_seed=args.data_seed, init=args.init, activation=args.activation,
                        output_activation=args.output_activation, loss=args.loss)
@@ -240,14 +264,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from fixprop.nn.mlp import MLP
     from fixprop.verify.experiment import make_data
 
+    if args.lfsr_bits is not None and args.lfsr_seed is None:
+        raise ConfigError("--lfsr-bits needs --lfsr-seed (the LFSR lanes are used only with a seed)")
     net = MLP(_parse_shape(args.shape), args.activation, args.output_activation, args.loss, args.init, args.seed)
+    datapath = datapath_from_args(args)
+    _check_output_dir(args.out, "--out")
+    _check_parent(Path(args.out), "--out")  # the bundle is written beside it, then renamed
     x, y = make_data(net, args.steps * args.batch, args.seed)
-    rng = (LfsrSource(seed=args.lfsr_seed, bits=args.lfsr_bits) if args.lfsr_seed is not None
-           else np.random.default_rng(args.seed))
-    path = export(net, datapath_from_args(args), x, y, args.steps, args.out, rng=rng, overwrite=args.force)
+    if args.lfsr_seed is None:
+        rng = np.random.default_rng(args.seed)
+    else:  # LfsrSource's own default number of bits unless --lfsr-bits
+        rng = LfsrSource(seed=args.lfsr_seed, **({} if args.lfsr_bits is None else {"bits": args.lfsr_bits}))
+    path = export(net, datapath, x, y, args.steps, args.out, rng=rng, overwrite=args.force)
     count = len(json.loads((path / "manifest.json").read_text())["tensors"])
-    print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
-          "datapath.toml)")
+    if args.json:
+        print(json.dumps({"path": str(path), "steps": args.steps, "tensors": count}))
+    else:
+        print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
+              "datapath.toml)")
     return 0
 
 
@@ -281,11 +315,11 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
     args = _ranges_defaults(args)
     datapath = datapath_from_args(args)
     seeds = _parse_ints(args.seeds, "--seeds", minimum=0)
-    _check_output_file(args.out, "--out")
-    _check_plot_file(args.plot)
     words = dict(_parse_role_word(item) for item in args.role_word)
     if (args.out or words) and args.propose is None:
         raise ConfigError("--out and --role-word need --propose W (the word length to propose formats for)")
+    _check_output_file(args.out, "--out")
+    _check_plot_file(args.plot)
     if args.dataset == "verify":
         experiment = Experiment(shape=_parse_shape(args.shape), datapath=datapath, batch=args.batch,
                                 init=args.init, activation=args.activation,
@@ -302,20 +336,20 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
         collector = ranges.merged(runs)
         source = (f"training on {args.dataset} (data seed {args.data_seed}), {args.epochs} epoch(s), "
                   f"seeds {args.seeds}")
-    proposed = None
+    proposed = rows = None
     if args.propose is not None:
         proposed = ranges.propose_datapath(collector, datapath, args.propose, args.margin, words,
                                            not args.per_role)
+        rows = ranges.proposal_rows(collector, proposed)
         if args.out:
             Path(args.out).write_text(proposed.to_toml())
     if args.plot:
         from fixprop.explore.plots import plot_ranges
 
-        print(f"wrote {plot_ranges(collector.to_json(), args.plot)}", file=sys.stderr)
+        print(f"wrote {plot_ranges(collector.to_json(), args.plot, rows)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"source": source, "datapath": datapath.name, "stats": collector.to_json(),
-                          "proposed": None if proposed is None else {
-                              "toml": proposed.to_toml(), "rows": ranges.proposal_rows(collector, proposed)}},
+                          "proposed": None if proposed is None else {"toml": proposed.to_toml(), "rows": rows}},
                          indent=1))
         return 0
     print(f"fixprop ranges: {source}, under datapath {datapath.name}")
@@ -329,18 +363,60 @@ def _cmd_ranges(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The --plot file types: what matplotlib writes without extra software.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def _check_output_file(path: str | None, option: str) -> None:
-    """Refuse, before any work, an output file whose directory does not exist."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise ConfigError(f"{option} {path}: the directory {Path(path).resolve().parent} does not exist")
+    """Refuse, before any work, an output file that cannot be written: a directory, or a path whose
+    directory is missing, not a directory, or not writable."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a directory; give a file name")
+    _check_parent(Path(path), option)
+
+
+def _check_output_dir(path: str | Path, option: str) -> None:
+    """Refuse, before any work, an output directory that is a file, or that (or, when it does not
+    exist yet, whose parent) cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a directory")
+    if path.is_dir():
+        _check_writable(path, f"{option} {path}")
+    else:
+        _check_parent(path, option)
+
+
+def _check_parent(path: Path, option: str) -> None:
+    """The directory ``path`` goes into exists, is a directory and is writable."""
+    parent = path.parent
+    if not parent.exists():
+        raise ConfigError(f"{option} {path}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a directory")
+    _check_writable(parent, f"{option} {path}")
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    """Create a temporary file in ``directory`` (gone when closed): the only sure test of writing there."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{what}: cannot create files in {directory} ({error.strerror})") from None
 
 
 def _check_plot_file(path: str | None) -> None:
-    """Before any work: --plot's directory exists and matplotlib is installed."""
+    """Before any work: --plot names a writable file of a type in PLOT_SUFFIXES, and matplotlib is installed."""
     if path is not None:
         from fixprop.explore.plots import require
 
         _check_output_file(path, "--plot")
+        if Path(path).suffix.lower() not in PLOT_SUFFIXES:
+            raise ConfigError(f"--plot {path}: give a file name ending in {', '.join(PLOT_SUFFIXES)} "
+                              "(the image type)")
         require()
 
 
@@ -366,6 +442,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         verify={"shape": _parse_shape(args.verify_shape, "--verify-shape"), "batch": args.verify_batch},
         train_config={**vars(train_config), "hidden": list(train_config.hidden)},
     )
+    out = Path(args.out)
+    _check_output_dir(out, "--out")
     if not args.no_plot:
         from fixprop.explore.plots import require
 
@@ -374,13 +452,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         except ConfigError as error:
             raise ConfigError(f"{error}, or pass --no-plot") from None
     points = sweep.grid(spec)
-    if not points:
-        raise ConfigError("the grid is empty: every frac is >= its word")
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"--out {out}: cannot create the directory ({error.strerror})") from None
+    sweep.check_points(points)
     bar = ProgressBar(len(points), "points", enabled=not args.quiet)
     failures: list[str] = []
 
@@ -390,25 +462,64 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                             f"{result['rounding']}): {result['error']}")
         bar.update(info=f"{len(failures)} failed" if failures else "")
 
-    dask = args.dask
-    results = sweep.run_sweep(points, workers=args.workers, dask=dask, on_result=on_result)
-    bar.close()
-    written = sweep.write_outputs(results, spec, out)
-    if not args.no_plot:
-        from fixprop.explore import plots
-
-        for path in (plots.plot_heatmaps(results, out / "heatmap.png"),
-                     plots.plot_sweep_curves(results, out / "final_loss.png"),
-                     plots.plot_loss_curves(results, out / "loss_curves.png"),
-                     plots.plot_seed_errors(results, out / "seed_errors.png")):
-            if path is not None:
-                written.append(path)
+    with _second_ctrl_c_exits():
+        run = sweep.execute_sweep(points, workers=args.workers, dask=args.dask, on_result=on_result)
+        bar.close()
+        written: list[Path] = []
+        if run.results:  # the directory is made, and a previous sweep's files replaced, only now
+            try:
+                out.mkdir(exist_ok=True)
+            except OSError as error:
+                raise ConfigError(f"--out {out}: cannot create the directory ({error.strerror})") from None
+            sweep.clear_outputs(out)
+            written = sweep.write_outputs(run.results, spec, out, run.executor, run.interrupted)
+            if not args.no_plot:
+                written += sweep.write_plots(run.results, out)
+    where = sweep.describe_executor(run.executor)
+    if run.interrupted:
+        print(f"fixprop sweep: interrupted (Ctrl-C) after {len(run.results)} of {len(points)} point(s); "
+              + (f"their results are in {out}" if written else "nothing written"), file=sys.stderr)
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
-    print(sweep.format_table(results))
-    print(f"\n{len(results)} of {len(points)} point(s) done, {len(failures)} failed; wrote "
-          + ", ".join(str(p) for p in written))
-    return 1 if failures or len(results) < len(points) else 0
+    if args.json:
+        print(json.dumps(to_json({
+            "points": len(points), "done": len(run.results), "failed": len(failures), "interrupted": run.interrupted,
+            "executor": run.executor, "files": [str(p) for p in written],
+            "results": [sweep.summary_row(r) for r in run.results]}), indent=1))
+    else:
+        if run.results:
+            print(sweep.format_table(run.results) + "\n")
+        print(f"{len(run.results)} of {len(points)} point(s) done, {len(failures)} failed, {where}; "
+              + ("wrote " + ", ".join(str(p) for p in written) if written else "nothing written"))
+    if run.interrupted:
+        return INTERRUPTED
+    return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def _second_ctrl_c_exits() -> Iterator[None]:
+    """Inside: a first Ctrl-C raises KeyboardInterrupt as usual (the sweep stops and writes what is
+    done); a second one kills this process's worker processes (its multiprocessing children) and
+    exits at once, status 130, whatever it was doing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def second(signum: int, frame: object) -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+        os.write(2, b"fixprop sweep: interrupted twice (Ctrl-C): stopped at once\n")  # no buffered stream here
+        os._exit(INTERRUPTED)
+
+    def first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, second)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress(message: str) -> None:
@@ -416,7 +527,7 @@ def _progress(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fixprop",
         description="fixprop: the bit-exact fixed-point training golden model for neural-network hardware.",
     )
@@ -435,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="autodiff reference (default autograd; all = every installed one)")
     verify.add_argument("--repeats", type=_count(1), default=20, help="timed repetitions per gradient (default 20)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
-    verify.set_defaults(run=_cmd_verify)
+    verify.set_defaults(run=_cmd_verify, parser=verify)
 
     export = commands.add_parser(
         "export", help="write every stage's integers of N training steps as test vectors for RTL",
@@ -449,8 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     export.add_argument("--lfsr-seed", type=_count(0), help="stochastic rounding from LFSR lanes with this seed "
                         "(docs/hardware.md; default: numpy's generator seeded by --seed)")
-    export.add_argument("--lfsr-bits", type=_count(1), default=16, help="LFSR bits per rounding (default 16)")
-    export.set_defaults(run=_cmd_export)
+    export.add_argument("--lfsr-bits", type=_count(1), help="with --lfsr-seed: LFSR bits per rounding (default 16)")
+    export.add_argument("--json", action="store_true", help="print one JSON object: path, steps, tensors")
+    export.set_defaults(run=_cmd_export, parser=export)
 
     train = commands.add_parser(
         "train", help="train float and fixed-point networks side by side on ik or digits",
@@ -460,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_datapath_options(train)
     add_training_options(train)
     add_report_options(train, "write the loss (and accuracy) curves")
-    train.set_defaults(run=_cmd_train)
+    train.set_defaults(run=_cmd_train, parser=train)
 
     ranges = commands.add_parser(
         "ranges", help="range statistics per layer and role; propose per-role formats for a word length",
@@ -495,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="another word length for one role, e.g. acc=32 (repeatable)")
     ranges.add_argument("--out", metavar="FILE.toml", help="write the proposed datapath")
     add_report_options(ranges, "write the log2 histograms")
-    ranges.set_defaults(run=_cmd_ranges)
+    ranges.set_defaults(run=_cmd_ranges, parser=ranges)
 
     sweep = commands.add_parser(
         "sweep", help="measure a grid of datapaths (gradient error, training) on processes or Dask",
@@ -520,8 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dask", metavar="ADDRESS", help="run on a Dask cluster: its scheduler address, or "
                        "'local' to start a LocalCluster of --workers processes")
     sweep.add_argument("--no-plot", action="store_true", help="write no PNG")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object: counts, executor, files "
+                       "written and each point's figures")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
-    sweep.set_defaults(run=_cmd_sweep)
+    sweep.set_defaults(run=_cmd_sweep, parser=sweep)
 
     bench = commands.add_parser(
         "bench", help="benchmarks: matmul, train step, seed network, memory (medians and ratios)",
@@ -532,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="matmul, train_step, seed, memory (default: all)")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     bench.add_argument("--json", action="store_true", help="print one JSON object with every median and ratio")
-    bench.set_defaults(run=_cmd_bench)
+    bench.set_defaults(run=_cmd_bench, parser=bench)
 
     quantize = commands.add_parser(
         "quantize", help="round numbers into a fixed-point format (every rounding mode side by side)",
@@ -546,14 +660,16 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--overflow", default="SAT", help="SAT (default), WRAP, SAT_SYM or SAT_ZERO")
     quantize.add_argument("--seed", type=_count(0), default=0, help="seed of the generator used by STOCH")
     quantize.add_argument("--json", action="store_true", help="print one JSON object")
-    quantize.set_defaults(run=_cmd_quantize)
+    quantize.set_defaults(run=_cmd_quantize, parser=quantize)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fixprop`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's parser, whose usage applies
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()
@@ -563,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     except FixpropError as error:
         print(f"fixprop {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fixprop {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:  # the reader (e.g. `head`) went away: not an error of ours
         sys.stderr.close()
         return 0

@@ -1,7 +1,13 @@
-"""PNG plots of training curves, range statistics and sweeps (matplotlib, the ``plot`` extra)."""
+"""PNG plots of training curves, range statistics and sweeps (matplotlib, the ``plot`` extra).
+
+Every plot function writes exactly the path it is given, in the format its suffix names (PNG
+when it has none), and returns that path; :func:`check_plot_path` refuses, before any work, a
+path matplotlib cannot write.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -28,12 +34,50 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path, tight: bool = True) -> Path:
+def check_plot_path(path: str | Path) -> Path:
+    """The path a plot will be written to, checked before any work: not a directory, and a
+    suffix naming a format matplotlib can write here (``.png``, ``.pdf``, ``.svg``, ...; no
+    suffix: PNG, written to exactly this path). Raises ConfigError (also when matplotlib is
+    missing). Whether the directory exists is the caller's check."""
+    path, fmt = _checked_format(path)
+    plt = _pyplot()
+    fig = plt.figure(figsize=(1, 1))
+    try:  # some formats need more than matplotlib (pgf: LaTeX; avif: a Pillow plugin)
+        fig.savefig(io.BytesIO(), format=fmt)
+    except Exception as error:  # noqa: BLE001 - whatever the writer raises, the format is unusable
+        raise ConfigError(f"plot file {path}: matplotlib cannot write {fmt} files here "
+                          f"({type(error).__name__}: {error})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _checked_format(path: str | Path) -> tuple[Path, str]:
+    """(path, format): the format from the suffix (lower case; png without one), refused when
+    matplotlib has no writer for it or the path is a directory."""
+    plt = _pyplot()
     path = Path(path)
-    if tight:
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    if path.is_dir():
+        raise ConfigError(f"plot file {path} is a directory; give a file name such as {path / 'plot.png'}")
+    fmt = path.suffix[1:].lower() or "png"
+    fig = plt.figure(figsize=(1, 1))
+    supported = fig.canvas.get_supported_filetypes()
+    plt.close(fig)
+    if fmt not in supported:
+        raise ConfigError(f"plot file {path}: matplotlib cannot write {path.suffix!r} files; "
+                          f"use one of {', '.join('.' + f for f in sorted(supported))}")
+    return path, fmt
+
+
+def _save(fig: Any, path: str | Path, tight: bool = True) -> Path:
+    """Write the figure to exactly ``path`` (format from its suffix, PNG without one); the path."""
+    try:
+        path, fmt = _checked_format(path)
+        if tight:
+            fig.tight_layout()
+        fig.savefig(path, dpi=110, format=fmt)
+    finally:
+        _pyplot().close(fig)
     return path
 
 
@@ -57,37 +101,62 @@ def plot_training(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_ranges(stats: list[dict], path: str | Path) -> Path:
+#: How plot_ranges draws a format's window: (the LSB's colour, the first overflowing bit's colour,
+#: which half of the row: -1 upper, +1 lower) for the formats observed under and the proposed ones.
+_WINDOW_STYLES = {"observed under": ("white", "red", -1), "proposed": ("cyan", "magenta", +1)}
+
+
+def plot_ranges(stats: list[dict], path: str | Path, proposed: list[dict] | None = None) -> Path:
     """One row per (role, layer): the log2 |value| histogram as a heat strip, with the share
-    saturated and underflowed in the label."""
+    saturated and underflowed in the label, and the window (LSB and first overflowing bit) of
+    the format the values were cast into; with ``proposed`` (rows of
+    ``ranges.proposal_rows``), also the proposed format's window, in the lower half of the row."""
     plt = _pyplot()
     rows = [s for s in stats if s["log2_histogram"]]
     if not rows:
         raise ConfigError("no nonzero values were observed: nothing to plot")
+    windows = {"observed under": [[QFormat.parse(t) for t in s["formats"]] for s in rows]}
+    if proposed is not None:
+        windows["proposed"] = [_proposed_formats(proposed, s["role"], s["layer"]) for s in rows]
     exps = sorted({int(e) for s in rows for e in s["log2_histogram"]})
-    windows = [QFormat.parse(t) for s in rows for t in s["formats"]]
+    every = [f for kind in windows.values() for row in kind for f in row]
     # the observed exponents and the formats' windows (at most 6 bits beyond the data)
-    lo = max(min([exps[0]] + [-f.frac for f in windows]), exps[0] - 6)
-    hi = min(max([exps[-1]] + [f.int_bits for f in windows]), exps[-1] + 6)
+    lo = max(min([exps[0]] + [-f.frac for f in every]), exps[0] - 6)
+    hi = min(max([exps[-1]] + [f.int_bits for f in every]), exps[-1] + 6)
     image = np.zeros((len(rows), hi - lo + 1))
     for i, s in enumerate(rows):
         for e, n in s["log2_histogram"].items():
             image[i, int(e) - lo] = n / max(s["nonzero"], 1)
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 2.0))
     ax.imshow(image, aspect="auto", cmap="viridis", extent=(lo - 0.5, hi + 0.5, len(rows) - 0.5, -0.5))
     labels = [f"{s['role']} L{'-' if s['layer'] is None else s['layer']} "
               f"(sat {s['saturated_percent']:.1f}%, uf {s['underflowed_percent']:.1f}%)" for s in rows]
-    for i, s in enumerate(rows):  # the cast format's window: its LSB and its top bit
-        for text in s["formats"]:
-            fmt = QFormat.parse(text)
-            top = fmt.int_bits - (1 if fmt.signed else 0)
-            ax.plot([-fmt.frac - 0.5] * 2, [i - 0.45, i + 0.45], color="white", lw=1.5)
-            ax.plot([top - 0.5] * 2, [i - 0.45, i + 0.45], color="red", lw=1.5)
+    split = proposed is not None  # both kinds: each in its half of the row
+    for kind, formats in windows.items():
+        lsb_colour, top_colour, half = _WINDOW_STYLES[kind]
+        for i, row_formats in enumerate(formats):
+            y = [i - 0.45, i + 0.45] if not split else sorted([i, i + 0.45 * half])
+            for fmt in row_formats:
+                top = fmt.int_bits - (1 if fmt.signed else 0)
+                ax.plot([-fmt.frac - 0.5] * 2, y, color=lsb_colour, lw=2.5)
+                ax.plot([top - 0.5] * 2, y, color=top_colour, lw=2.5)
+        ax.plot([], [], color=lsb_colour, lw=2.5, label=f"{kind}: LSB")
+        ax.plot([], [], color=top_colour, lw=2.5, label=f"{kind}: first overflowing bit")
     ax.set_xlim(lo - 0.5, hi + 0.5)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.set_xlabel("floor(log2 |value|) before the cast (colour: share of the row's nonzero values)\n"
-                  "white: the cast format's LSB, red: its first overflowing bit")
+    ax.set_xlabel("floor(log2 |value|) before the cast (colour: share of the row's nonzero values)")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, fontsize=7, facecolor="0.55",
+              title="format windows" + (" (observed: upper half, proposed: lower half)" if split else ""),
+              title_fontsize=7)
     return _save(fig, path)
+
+
+def _proposed_formats(proposed: list[dict], role: str, layer: int | None) -> list[QFormat]:
+    """The proposed format of a role at a layer (its layer override, else the role's), from
+    ``ranges.proposal_rows``; none for a full-width cast."""
+    by_key = {(r["role"], r["layer"]): r for r in proposed}
+    row = by_key.get((role, layer)) or by_key.get((role, None))
+    return [] if row is None or row.get("format") is None else [QFormat.parse(row["format"])]
 
 
 def plot_heatmaps(results: list[dict], path: str | Path) -> Path | None:
@@ -99,12 +168,10 @@ def plot_heatmaps(results: list[dict], path: str | Path) -> Path | None:
     if not ok:
         return None
     if "gradient" in ok[0]:  # shown in percent
-        section, key, scale, label = "gradient", "max_mean_relative_error", 100.0, "worst-seed mean rel. gradient error (%)"
+        section, key, scale, label = ("gradient", "max_mean_relative_error", 100.0,
+                                      "log10 worst-seed mean relative\ngradient error (%)")
     else:
-        section, key, scale, label = "train", "loss_ratio", 1.0, "final held-out loss, fixed / float"
-
-    def text(v: float) -> str:
-        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+        section, key, scale, label = "train", "loss_ratio", 1.0, "log10 final held-out loss,\nfixed / float"
     groups = sorted({(r["template"], r["rounding"]) for r in ok})
     words = sorted({r["word"] for r in ok})
     fracs = sorted({r["frac"] for r in ok})
@@ -121,22 +188,35 @@ def plot_heatmaps(results: list[dict], path: str | Path) -> Path | None:
     finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
     if finite.size == 0:
         return None
-    vmin, vmax = math.log10(finite.min()), math.log10(finite.max())
-    fig, axes = plt.subplots(1, len(groups), figsize=(0.55 * len(fracs) * len(groups) + 3, 0.45 * len(words) + 2.2),
-                             squeeze=False, layout="constrained")
+    vmin, vmax = colour_limits(np.log10(finite))
+    fig, axes = plt.subplots(1, len(groups), squeeze=False, layout="constrained",
+                             figsize=(0.55 * len(fracs) * len(groups) + 3.5, max(0.45 * len(words) + 2.2, 3.2)))
     for ax, group in zip(axes[0], groups):
         grid = grids[group]
         im = ax.imshow(np.log10(np.where(np.isfinite(grid), grid, np.nan)), origin="lower", aspect="auto",
-                       cmap="magma_r", vmin=vmin, vmax=max(vmax, vmin + 1e-9))
+                       cmap="magma_r", vmin=vmin, vmax=vmax)
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
-                ax.text(j, i, text(value), ha="center", va="center", fontsize=7,
+                ax.text(j, i, cell_text(value), ha="center", va="center", fontsize=7,
                         color="white" if math.log10(value) > (vmin + vmax) / 2 else "black")
         ax.set_xticks(range(len(fracs)), [str(f) for f in fracs])
         ax.set_yticks(range(len(words)), [str(w) for w in words])
         ax.set(xlabel="frac bits", ylabel="word bits", title=f"{group[0]} {group[1]}")
-    fig.colorbar(im, ax=list(axes[0]), label=f"log10 {label}")
+    bar = fig.colorbar(im, ax=list(axes[0]))
+    bar.set_label(label, fontsize=9)
+    bar.formatter.set_useOffset(False)  # plain tick labels, never "1e-9+4.4e-1"
     return _save(fig, path, tight=False)
+
+
+def cell_text(value: float) -> str:
+    """A heatmap cell's label: three significant digits (1.05, 0.997, 12.3), whole numbers from 100."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def colour_limits(values: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of a colour scale over ``values``; equal values get one unit around them."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
 
 
 def plot_sweep_curves(results: list[dict], path: str | Path) -> Path | None:

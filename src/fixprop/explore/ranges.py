@@ -30,7 +30,7 @@ from fixprop.errors import ConfigError
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed import quantize as q
 from fixprop.fixed.format import QFormat
-from fixprop.fixed.modes import Rounding
+from fixprop.fixed.modes import Overflow, Rounding
 
 if TYPE_CHECKING:
     from fixprop.explore.train import TrainConfig
@@ -94,14 +94,19 @@ def _fmax(a: Fraction | None, b: Fraction | None) -> Fraction | None:
 
 
 class RangeCollector:
-    """Observer of fixed-point casts (``FixedArithmetic(..., observer=collector)``)."""
+    """Observer of fixed-point casts (``FixedArithmetic(..., observer=collector)``).
 
-    def __init__(self) -> None:
+    ``ranges=False`` keeps only the counts (count, nonzero, saturated, underflowed), not min, max
+    and the histogram: cheaper, for the saturation summaries of ``verify`` and ``train``.
+    """
+
+    def __init__(self, ranges: bool = True) -> None:
         self.stats: dict[tuple[str, int | None], RoleStats] = {}
+        self.ranges = ranges
 
     def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray,
                  cast: RoleCast | None = None) -> None:
-        self.add(observe(role, layer, exact, result.raw, result.fmt, cast))
+        self.add(observe(role, layer, exact, result.raw, result.fmt, cast, self.ranges))
 
     def add(self, stats: RoleStats) -> None:
         """Merge observations of one (role, layer) into this collector (``stats`` is not kept)."""
@@ -124,36 +129,42 @@ class RangeCollector:
 
 
 def observe(role: str, layer: int | None, exact: Any, result_raw: np.ndarray, fmt: QFormat,
-            cast: RoleCast | None = None) -> RoleStats:
+            cast: RoleCast | None = None, ranges: bool = True) -> RoleStats:
     """Statistics of one cast: ``exact`` (a FixedArray, or float64 data) cast to raw ``result_raw``
     in ``fmt`` by ``cast`` (its rounding and overflow; None or STOCH: saturation is counted on
-    the exact values)."""
+    the exact values). ``ranges=False``: the counts only (no min, max, histogram)."""
     stats = RoleStats(role, layer, {str(fmt)})
     after_zero = np.asarray(result_raw) == 0
-    if isinstance(exact, FixedArray):
-        raw, frac = exact.raw, exact.fmt.frac
-        scale = Fraction(1, 2**frac) if frac >= 0 else Fraction(2 ** -frac)
-        values_min = None if raw.size == 0 else Fraction(int(raw.min())) * scale
-        values_max = None if raw.size == 0 else Fraction(int(raw.max())) * scale
-        nonzero = raw != 0
-        exponents = _floor_log2_int(raw[nonzero]) - frac
-    else:
-        x = np.asarray(exact, dtype=np.float64)
-        values_min = None if x.size == 0 else Fraction(float(x.min()))
-        values_max = None if x.size == 0 else Fraction(float(x.max()))
-        nonzero = x != 0
-        exponents = np.frexp(x[nonzero])[1].astype(np.int64) - 1
+    values = exact.raw if isinstance(exact, FixedArray) else np.asarray(exact, dtype=np.float64)
+    nonzero = values != 0
     stats.count = int(np.size(nonzero))
     stats.nonzero = int(np.count_nonzero(nonzero))
-    stats.min, stats.max = values_min, values_max
+    if ranges and isinstance(exact, FixedArray):
+        frac = exact.fmt.frac
+        scale = Fraction(1, 2**frac) if frac >= 0 else Fraction(2 ** -frac)
+        if values.size:
+            stats.min, stats.max = Fraction(int(values.min())) * scale, Fraction(int(values.max())) * scale
+        exponents = _floor_log2_int(values[nonzero]) - frac
+    elif ranges:
+        if values.size:
+            stats.min, stats.max = Fraction(float(values.min())), Fraction(float(values.max()))
+        exponents = np.frexp(values[nonzero])[1].astype(np.int64) - 1
+    if cast is not None and cast.overflow in (Overflow.SAT, Overflow.SAT_SYM):
+        # a value these modes acted on ends at a bound: only those results can be saturated ones
+        lo, hi = q.overflow_bounds(fmt, cast.overflow)
+        at_bound = np.asarray(result_raw)
+        at_bound = (at_bound == lo) | (at_bound == hi)
+        if np.count_nonzero(at_bound) < at_bound.size:
+            exact = exact[at_bound] if isinstance(exact, FixedArray) else np.asarray(exact, np.float64)[at_bound]
     if cast is not None and cast.rounding is not Rounding.STOCH:
         stats.saturated = _count_outside(_rounded(exact, fmt, cast.rounding), *q.overflow_bounds(fmt, cast.overflow))
     else:  # exact value outside [min, max]: its ceiling above raw_max, or its floor below raw_min
         stats.saturated = (_count_outside(_rounded(exact, fmt, Rounding.TRN_INF), None, fmt.raw_max)
                            + _count_outside(_rounded(exact, fmt, Rounding.TRN), fmt.raw_min, None))
     stats.underflowed = int(np.count_nonzero(nonzero & after_zero))
-    values, counts = np.unique(np.asarray(exponents, dtype=np.int64), return_counts=True)
-    stats.log2_histogram = {int(e): int(n) for e, n in zip(values, counts)}
+    if ranges:
+        exps, counts = np.unique(np.asarray(exponents, dtype=np.int64), return_counts=True)
+        stats.log2_histogram = {int(e): int(n) for e, n in zip(exps, counts)}
     return stats
 
 
@@ -185,6 +196,44 @@ def _floor_log2_int(raw: np.ndarray) -> np.ndarray:
     # float64 rounding can carry |r| >= 2**53 up to the next power of two: step back there
     too_high = (magnitude >> np.minimum(estimate, 63).astype(np.uint64)) == 0
     return estimate - too_high.astype(np.int64)
+
+
+# -- saturation summaries (verify, train) ------------------------------------------------------------
+
+def saturation_summary(collector: RangeCollector) -> dict:
+    """Totals over every cast a collector saw: ``values`` cast, ``nonzero`` among them,
+    ``saturated`` and ``underflowed`` (as counted by :func:`observe`), and per role the
+    saturated and the underflowed counts of the roles where there were any (datapath order)."""
+    by_role = collector.by_role()
+    return {
+        "values": sum(s.count for s in by_role.values()),
+        "nonzero": sum(s.nonzero for s in by_role.values()),
+        "saturated": sum(s.saturated for s in by_role.values()),
+        "underflowed": sum(s.underflowed for s in by_role.values()),
+        "saturated_by_role": {role: s.saturated for role, s in by_role.items() if s.saturated},
+        "underflowed_by_role": {role: s.underflowed for role, s in by_role.items() if s.underflowed},
+    }
+
+
+def format_saturation(summary: dict, scope: str) -> list[str]:
+    """Report lines of a :func:`saturation_summary` (``scope`` says which casts were counted),
+    with a warning line when any value saturated."""
+    def share(n: int, total: int) -> str:
+        return f"{100 * n / total:.3g}%" if total else "0%"
+
+    def roles(counts: dict[str, int]) -> str:
+        return ", in roles: " + ", ".join(f"{role} {n}" for role, n in counts.items()) if counts else ""
+
+    sat, under = summary["saturated"], summary["underflowed"]
+    lines = [f"fixed-point casts ({scope}):",
+             f"  saturated {sat} of {summary['values']} cast values "
+             f"({share(sat, summary['values'])}){roles(summary['saturated_by_role'])}",
+             f"  underflowed to 0: {under} of {summary['nonzero']} nonzero values "
+             f"({share(under, summary['nonzero'])}){roles(summary['underflowed_by_role'])}"]
+    if sat:
+        lines.append(f"warning: {sat} value(s) saturated, so the fixed-point results are clipped; give the roles "
+                     f"{', '.join(summary['saturated_by_role'])} more integer bits (fixprop ranges shows their ranges)")
+    return lines
 
 
 # -- proposals -------------------------------------------------------------------------------------
@@ -228,9 +277,11 @@ def propose_datapath(
     """Formats of ``word`` bits (or ``words[role]``) for the observed ranges.
 
     Each observed role gets ``integer_bits(min, max) + margin`` integer bits over all its layers
-    and the rest of the word as fraction. With ``per_layer``, a layer whose own range needs
+    and the rest of the word as fraction (more fraction bits than the word is legal, for roles
+    whose values are all tiny). With ``per_layer``, a layer whose own range needs
     fewer integer bits gets an override with more fraction bits (``Datapath.layers``). Roles
-    never observed (momentum without momentum) keep ``base``'s integer bits at the new word;
+    never observed (momentum without momentum) keep ``base``'s integer bits at the new word,
+    and the proposal's name lists them (:data:`NOT_OBSERVED`; :func:`proposal_rows` marks them);
     every mode and setting stays ``base``'s.
     """
     words = dict(words or {})
@@ -254,11 +305,13 @@ def propose_datapath(
     roles = dict(base.roles)
     layers: dict[int, dict[str, RoleCast]] = {}
     by_role = collector.by_role()
+    unobserved = []
     for role, cast in base.roles.items():
         s = by_role.get(role)
         w = words.get(role, word)
         if s is None or s.min is None:  # never cast: same integer bits, the new word
             roles[role] = cast.at_word(w)
+            unobserved.append(role)
             continue
         roles[role] = fitted(cast, s, w)
         if not per_layer or role not in LAYER_ROLES:
@@ -270,22 +323,46 @@ def propose_datapath(
             if own != roles[role]:
                 layers.setdefault(layer, {})[role] = own
     label = (f"proposed w{word} margin {margin}" + (" per layer" if per_layer else "")
-             + "".join(f" {r}={w}" for r, w in sorted(words.items())))
+             + "".join(f" {r}={w}" for r, w in sorted(words.items()))
+             + (f"; {NOT_OBSERVED}: {', '.join(unobserved)}" if unobserved else ""))
     return replace(base, roles=roles, layers=layers, name=label)
 
 
+#: How a proposal marks a role that no cast reached: its format is not a proposal from data.
+NOT_OBSERVED = "not observed (the template's integer bits kept)"
+
+
 def proposal_rows(collector: RangeCollector, proposed: Datapath) -> list[dict]:
-    """For the report: each cast's observed range (role over all layers, then per layer) and the
-    proposed cast."""
+    """For the report: each cast's observed range (role over all layers, then per layer), the
+    proposed cast (``proposed``: its text; ``format``: e.g. ``s16.12``, None for a full-width
+    cast), ``observed`` (False: no value reached the role) and ``note`` (:data:`NOT_OBSERVED`
+    for those, else None)."""
     by_role = collector.by_role()
     rows = []
     for role, layer, cast in proposed.all_casts():
         s = by_role.get(role) if layer is None else collector.stats.get((role, layer))
+        observed = s is not None and s.min is not None
         rows.append({"role": role, "layer": layer,
-                     "min": None if s is None or s.min is None else float(s.min),
-                     "max": None if s is None or s.max is None else float(s.max),
-                     "proposed": cast.describe()})
+                     "min": float(s.min) if observed else None, "max": float(s.max) if observed else None,
+                     "proposed": cast.describe(),
+                     "format": None if cast.fmt is None else str(cast.fmt),
+                     "observed": observed,
+                     "note": None if observed else NOT_OBSERVED})
     return rows
+
+
+def format_proposal(collector: RangeCollector, proposed: Datapath) -> str:
+    """The proposal as a text table: role, layer, observed [min, max], proposed cast, and the
+    note of roles never observed (the rows of :func:`proposal_rows`)."""
+    header = ("role", "layer", "observed min", "observed max", "proposed", "")
+    rows = [header]
+    for r in proposal_rows(collector, proposed):
+        rows.append((r["role"], "all" if r["layer"] is None else str(r["layer"]),
+                     "-" if r["min"] is None else f"{r['min']:.4g}", "-" if r["max"] is None else f"{r['max']:.4g}",
+                     r["proposed"], r["note"] or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    table = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([f"datapath {proposed.name}"] + table)
 
 
 def merged(collectors: Iterable[RangeCollector]) -> RangeCollector:

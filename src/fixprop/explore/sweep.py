@@ -12,15 +12,28 @@ Templates (how a grid point's word and frac become a datapath):
 - a TOML file: that datapath with every fixed cast moved to ``word`` bits keeping its integer
   bits (so frac = word - integer bits, per role and layer); the frac axis does not apply.
 
+Every (word, frac) that ``QFormat`` accepts is a point, frac >= word included (all fraction
+bits: a format for tiny values, as ``ranges --propose`` may give for the update).
+
 Roundings: a mode name sets every cast's rounding; ``keep`` keeps the template's own modes
 (a file's per-role modes; RND_CONV for uniform and seed).
+
+Executors: in this process, a pool of local processes, or a Dask cluster. On Ctrl-C
+(KeyboardInterrupt) no further point starts, the pending ones are cancelled, the running ones
+are stopped (the pool's processes terminated, a LocalCluster started for the sweep closed; on
+another Dask cluster they are cancelled) and the points done so far are returned. The processes
+started here ignore SIGINT, so that only the calling process decides what a Ctrl-C does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import math
 import multiprocessing
+import signal
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -84,16 +97,14 @@ def rescaled(datapath: Datapath, word: int) -> Datapath:
 
 
 def grid(spec: SweepSpec) -> list[dict]:
-    """The sweep's points, in order (template, rounding, word, frac); points with frac >= word
-    are left out, as are repeated frac values of file templates (frac does not apply)."""
+    """The sweep's points, in order (template, rounding, word, frac); a file template has one
+    point per (rounding, word) (frac does not apply)."""
     points = []
     files = {t: Datapath.load(t) for t in spec.templates if t not in BUILTIN_TEMPLATES}
     for template in spec.templates:
         for rounding in spec.roundings:
             for word in spec.words:
                 for frac in (spec.fracs if template in BUILTIN_TEMPLATES else (None,)):
-                    if frac is not None and frac >= word:
-                        continue
                     modes = None if rounding == KEEP else rounding
                     if template == "uniform":
                         dp = Datapath.uniform(word, frac).with_modes(modes)
@@ -152,10 +163,91 @@ def _train(dp: Datapath, point: dict) -> dict:
     config = dict(point["train_config"])
     if "hidden" in config:
         config["hidden"] = tuple(config["hidden"])
-    r = train(TrainConfig(**config), dp)
+    r = train(TrainConfig(**config), dp, count_casts=False)  # compiled: counting casts would run stepwise
     return {**r["final"], "fixed_test_loss_curve": r["fixed"]["test_loss"],
             "float_test_loss_curve": r["float"]["test_loss"],
             "fixed_test_accuracy_curve": r["fixed"]["test_accuracy"]}
+
+
+def check_points(points: Sequence[dict]) -> None:
+    """Raise ConfigError, before any point runs, when a point cannot run: a network its measures
+    cannot build (too few layer sizes, an unknown activation, ...) or a datapath that overrides a
+    layer the network lacks. Builds networks and datapaths only; measures nothing."""
+    checked: set[str] = set()
+    for point in points:
+        layers = _network_depths(point)
+        if point["datapath_toml"] in checked:
+            continue
+        checked.add(point["datapath_toml"])
+        dp = Datapath.from_toml(point["datapath_toml"], source=f"{point['template']} at {point['word']} bits")
+        for measure, n_layers in layers.items():
+            try:
+                dp.check_layers(n_layers)
+            except ConfigError as error:
+                raise ConfigError(f"template {point['template']} (the {measure} measure's network): {error}") from None
+
+
+def _network_depths(point: dict) -> dict[str, int]:
+    """{measure: the number of layers of the network it measures}, building each network."""
+    from fixprop.explore.train import TrainConfig
+    from fixprop.nn.mlp import MLP
+
+    layers = {}
+    for measure in point["measures"]:
+        try:
+            if measure == "gradient":
+                e = Experiment(**point["verify"])
+                if isinstance(e.batch, bool) or not isinstance(e.batch, int) or e.batch < 1:
+                    raise ConfigError(f"batch must be an integer >= 1; got {e.batch!r}")
+                layers[measure] = MLP(e.shape, e.activation, e.output_activation, e.loss, e.init).n_layers
+            else:
+                config = dict(point["train_config"])
+                if "hidden" in config:
+                    config["hidden"] = tuple(config["hidden"])
+                c = TrainConfig(**config)
+                # the data set gives the input and output sizes; 1 stands in for them here
+                layers[measure] = MLP([1, *c.hidden, 1], c.activation, c.output_activation, c.loss, c.init).n_layers
+        except (ConfigError, TypeError) as error:
+            raise ConfigError(f"{measure} measure: {error}") from None
+    return layers
+
+
+@dataclass
+class SweepRun:
+    """What a sweep did: the results in point order, the executor that ran them (a JSON-ready
+    dict, see :func:`describe_executor`) and whether Ctrl-C stopped it early."""
+
+    results: list[dict]
+    executor: dict
+    interrupted: bool = False
+
+
+def execute_sweep(points: Sequence[dict], workers: int = 1, dask: Any = None,
+                  on_result: Callable[[dict], None] | None = None) -> SweepRun:
+    """Run every point; see :func:`run_sweep`. Also says which executor ran them and whether
+    Ctrl-C stopped the sweep (the results then hold the points done before it)."""
+    results: dict[int, dict] = {}
+    executor: dict = {}
+
+    def done(result: dict) -> None:
+        results[result["index"]] = result
+        if on_result is not None:
+            on_result(result)
+
+    interrupted = False
+    try:
+        if dask is not None:
+            _run_dask(points, workers, dask, done, executor)
+        elif workers <= 1:
+            executor.update(kind="in-process")
+            for p in points:
+                done(run_point(p))
+        else:
+            executor.update(kind="process pool", workers=workers)
+            _run_pool(points, workers, done)
+    except KeyboardInterrupt:
+        interrupted = True
+    return SweepRun([results[i] for i in sorted(results)], executor, interrupted)
 
 
 def run_sweep(points: Sequence[dict], workers: int = 1, dask: Any = None,
@@ -165,30 +257,72 @@ def run_sweep(points: Sequence[dict], workers: int = 1, dask: Any = None,
     workers: local processes (1 = in this process). dask: None, "local" (start a LocalCluster of
     ``workers`` processes), a scheduler address ("tcp://host:8786") or a ``distributed.Client``.
     ``on_result`` sees each result as it arrives (progress). A point whose worker died is
-    recorded as failed; on Ctrl-C the points done so far are returned.
+    recorded as failed; on Ctrl-C the points done so far are returned (:func:`execute_sweep`
+    also says whether that happened).
     """
-    results: dict[int, dict] = {}
+    return execute_sweep(points, workers, dask, on_result).results
 
-    def done(result: dict) -> None:
-        results[result["index"]] = result
-        if on_result is not None:
-            on_result(result)
 
+def describe_executor(executor: dict) -> str:
+    """The executor of :class:`SweepRun` in words: "in this process", "on 2 local processes", "on Dask at ..."."""
+    if executor.get("kind") == "process pool":
+        return f"on {executor['workers']} local processes"
+    if executor.get("kind") == "dask" and executor.get("address") is None:
+        return "on Dask (not connected)"
+    if executor.get("kind") == "dask":
+        local = f" (a LocalCluster of {executor['workers']} worker processes)" if executor.get("local") else ""
+        return f"on Dask at {executor['address']}{local}"
+    return "in this process"
+
+
+def _ignore_sigint() -> None:
+    """A worker process's initializer: Ctrl-C is for the parent to handle, not for the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _ctrl_c_kept_from_children() -> Any:
+    """Ignore SIGINT while processes start here: they inherit "ignore" (Python leaves an ignored
+    SIGINT ignored, and so do the processes they start), so the terminal's Ctrl-C never reaches
+    them and only this process decides. A Ctrl-C meanwhile is lost. Only in the main thread
+    (the only one that may set signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if dask is not None:
-            _run_dask(points, workers, dask, done)
-        elif workers <= 1:
-            for p in points:
-                done(run_point(p))
-        else:
-            # spawn, not fork: the caller may hold threads (JAX, PyTorch, BLAS) that fork would copy mid-flight
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(run_point, p): p for p in points}
-                for future in as_completed(futures):
-                    done(_result_of(future, futures[future]))
-    except KeyboardInterrupt:
-        pass
-    return [results[i] for i in sorted(results)]
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_pool(points: Sequence[dict], workers: int, done: Callable[[dict], None]) -> None:
+    """The points on a pool of ``workers`` local processes; on any exception (Ctrl-C) the pending
+    points are cancelled and the workers terminated before it propagates."""
+    # spawn, not fork: the caller may hold threads (JAX, PyTorch, BLAS) that fork would copy mid-flight
+    context = multiprocessing.get_context("spawn")
+    with _ctrl_c_kept_from_children():  # the pool starts its processes as points are submitted
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+        futures = {pool.submit(run_point, p): p for p in points}
+    try:
+        for future in as_completed(futures):
+            done(_result_of(future, futures[future]))
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the pool's pending points and terminate its processes (those running a point too),
+    without waiting for them to finish. (Python 3.14's ``terminate_workers`` does the same.)"""
+    processes = list((pool._processes or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()
 
 
 def _result_of(future: Any, point: dict) -> dict:
@@ -196,35 +330,51 @@ def _result_of(future: Any, point: dict) -> dict:
     try:
         return future.result()
     except Exception as error:
-        return {**_coordinates(point), "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}", "seconds": math.nan}
+        return {**_coordinates(point), "status": "failed", "error": f"worker failed: {type(error).__name__}: {error}",
+                "seconds": math.nan}
 
 
-def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[dict], None]) -> None:
+def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[dict], None],
+              executor: dict) -> None:
+    """The points on a Dask cluster (``dask`` as in :func:`run_sweep`); ``executor`` is filled in
+    once connected. On Ctrl-C a LocalCluster started here is closed, its running points with it;
+    on another cluster the points are cancelled."""
     try:
         from distributed import Client, LocalCluster, as_completed as dask_as_completed
     except ImportError:
         raise ConfigError("--dask needs Dask: pip install 'fixprop[dask]'") from None
     cluster = client = None
-    if isinstance(dask, Client):
-        client = dask
-    elif dask == "local":
-        cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(str(dask), timeout=30)
-        except (OSError, TimeoutError) as error:
-            raise ConfigError(f"--dask {dask}: cannot reach a Dask scheduler there ({error})") from None
+    futures: dict = {}
+    finished = False
+    executor.update(kind="dask", address=None, local=dask == "local")
     try:
+        if isinstance(dask, Client):
+            client = dask
+        elif dask == "local":
+            with _ctrl_c_kept_from_children():  # the nanny and worker processes start here
+                # silence_logs: its processes log errors only (a point's failure is in its result)
+                cluster = LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=logging.ERROR)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(str(dask), timeout=30)
+            except (OSError, TimeoutError, ValueError) as error:  # ValueError: a malformed address
+                raise ConfigError(f"--dask {dask}: cannot reach a Dask scheduler there ({error})") from None
+        executor["address"] = client.scheduler.address
+        if cluster is not None:
+            executor["workers"] = len(cluster.workers)
         futures = {client.submit(run_point, p, pure=False): p for p in points}
         for future in dask_as_completed(futures):
             done(_result_of(future, futures[future]))
+        finished = True
     finally:
-        if client is not dask:
-            client.close()
         if cluster is not None:
-            cluster.close()
+            cluster.close()  # first: its workers stop, mid-point too, with nothing to cancel or log
+        elif not finished and futures:
+            client.cancel(list(futures))  # someone else's cluster: stop our points there
+        if client is not None and client is not dask:
+            client.close()
 
 
 # -- outputs ------------------------------------------------------------------------------------------
@@ -235,25 +385,50 @@ CSV_COLUMNS = ("index", "template", "word", "frac", "rounding", "status", "error
                "train_fixed_test_accuracy", "train_float_test_accuracy")
 
 
-def csv_row(result: dict) -> dict:
-    """One CSV row of a point's result (empty cells for what was not measured)."""
+#: The plots of a sweep, by file name (fixprop.explore.plots draws them).
+PLOT_FILES = ("heatmap.png", "final_loss.png", "loss_curves.png", "seed_errors.png")
+#: Every file a sweep writes into its directory; a new run replaces all of them (:func:`clear_outputs`).
+OUTPUT_FILES = ("sweep.csv", "sweep.json", *PLOT_FILES)
+
+
+def summary_row(result: dict) -> dict:
+    """A point's coordinates, status and headline figures, keyed as CSV_COLUMNS (None where not
+    measured); the CSV row and ``fixprop sweep --json``'s results."""
     g, t = result.get("gradient", {}), result.get("train", {})
     return {
         "index": result["index"], "template": result["template"], "word": result["word"],
-        "frac": "" if result["frac"] is None else result["frac"], "rounding": result["rounding"],
-        "status": result["status"], "error": result.get("error", ""), "seconds": f"{result['seconds']:.3f}",
-        "grad_max_mean_rel_err": g.get("max_mean_relative_error", ""),
-        "grad_mean_mean_rel_err": g.get("mean_mean_relative_error", ""),
-        "grad_min_sqnr_db": g.get("min_sqnr_db", ""),
-        "train_loss_ratio": t.get("loss_ratio", ""), "train_fixed_test_loss": t.get("fixed_test_loss", ""),
-        "train_float_test_loss": t.get("float_test_loss", ""),
-        "train_fixed_test_accuracy": t.get("fixed_test_accuracy", ""),
-        "train_float_test_accuracy": t.get("float_test_accuracy", ""),
+        "frac": result["frac"], "rounding": result["rounding"],
+        "status": result["status"], "error": result.get("error"), "seconds": result["seconds"],
+        "grad_max_mean_rel_err": g.get("max_mean_relative_error"),
+        "grad_mean_mean_rel_err": g.get("mean_mean_relative_error"),
+        "grad_min_sqnr_db": g.get("min_sqnr_db"),
+        "train_loss_ratio": t.get("loss_ratio"), "train_fixed_test_loss": t.get("fixed_test_loss"),
+        "train_float_test_loss": t.get("float_test_loss"),
+        "train_fixed_test_accuracy": t.get("fixed_test_accuracy"),
+        "train_float_test_accuracy": t.get("float_test_accuracy"),
     }
 
 
-def write_outputs(results: list[dict], spec: SweepSpec, out: Path) -> list[Path]:
-    """sweep.csv and sweep.json in ``out`` (created); returns the paths written."""
+def csv_row(result: dict) -> dict:
+    """One CSV row of a point's result (empty cells for what was not measured)."""
+    row = {key: "" if value is None else value for key, value in summary_row(result).items()}
+    row["seconds"] = f"{result['seconds']:.3f}"
+    return row
+
+
+def clear_outputs(out: Path) -> list[Path]:
+    """Delete the files of a previous sweep in ``out`` (OUTPUT_FILES, nothing else), so that a new
+    run's files are never mixed with an older run's; returns the paths deleted."""
+    deleted = [out / name for name in OUTPUT_FILES if (out / name).is_file()]
+    for path in deleted:
+        path.unlink()
+    return deleted
+
+
+def write_outputs(results: list[dict], spec: SweepSpec, out: Path, executor: dict | None = None,
+                  interrupted: bool = False) -> list[Path]:
+    """sweep.csv and sweep.json in ``out`` (created); returns the paths written. sweep.json holds
+    the spec, the executor (:class:`SweepRun`), whether Ctrl-C stopped the run, and the results."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +438,18 @@ def write_outputs(results: list[dict], spec: SweepSpec, out: Path) -> list[Path]
         writer.writeheader()
         for r in results:
             writer.writerow(csv_row(r))
-    json_path.write_text(json.dumps({"spec": asdict(spec), "results": to_json(results)}, indent=1))
+    doc = {"spec": asdict(spec), "executor": executor or {}, "interrupted": interrupted, "results": to_json(results)}
+    json_path.write_text(json.dumps(doc, indent=1))
     return [csv_path, json_path]
+
+
+def write_plots(results: list[dict], out: Path) -> list[Path]:
+    """The PLOT_FILES in ``out`` that the results give a figure for; returns the paths written."""
+    from fixprop.explore import plots
+
+    drawers = (plots.plot_heatmaps, plots.plot_sweep_curves, plots.plot_loss_curves, plots.plot_seed_errors)
+    written = [draw(results, out / name) for name, draw in zip(PLOT_FILES, drawers)]
+    return [Path(path) for path in written if path is not None]
 
 
 def comparable(results: list[dict]) -> list[dict]:

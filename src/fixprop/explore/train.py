@@ -11,26 +11,34 @@ repeats bit for bit.
 Reported loss: the mean over samples of the sum over outputs of (output - target)^2 (the
 per-sample sse), computed in float64 from each network's outputs; accuracy (classification
 data sets): the share of samples whose largest output is the target class.
+
+Saturation: every cast of the fixed network's training (its weight quantization and every
+step of every epoch, not its evaluations) is counted over the whole run: values saturated and
+values underflowed to zero, per role (``result["saturation"]``, ``ranges.saturation_summary``).
+Counting runs the training step by step instead of compiled (the same integers, slower);
+``count_casts=False`` skips it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError
 from fixprop.explore.datasets import Dataset, load_dataset
+from fixprop.explore.ranges import RangeCollector, format_saturation, saturation_summary
 from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.mlp import MLP, Model
-
 
 #: Second seed word of the generator that STOCH casts of evaluations draw from (training draws
 #: from ``default_rng(seed)``, so evaluating more or less often never changes the training).
 EVALUATION_STREAM = 0xE7A1
+#: Which casts ``result["saturation"]`` counts.
+SATURATION_SCOPE = "training of the fixed network, all epochs, evaluations not counted"
 
 
 @dataclass(frozen=True)
@@ -94,23 +102,28 @@ def batch_order(n: int, batch: int, epoch: int, seed: int) -> list[np.ndarray]:
 
 
 def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict], None] | None = None,
-          data: Dataset | None = None, observer: Callable | None = None) -> dict:
+          data: Dataset | None = None, observer: Callable | None = None, count_casts: bool = True) -> dict:
     """Train float and fixed-point networks side by side; returns a JSON-ready dict.
 
     ``progress(epoch, summary)`` is called after each epoch. ``observer`` sees every cast of the
     fixed network's weight quantization and training steps (``FixedArithmetic``; the steps then run stepwise, not
     compiled), not those of its evaluations. The result holds the config, the
-    datapath (TOML), the per-epoch curves of both networks ("float", "fixed") and "final": the
-    last epoch's figures and the ratio fixed / float of the held-out loss.
+    datapath (TOML), the per-epoch curves of both networks ("float", "fixed"), "final": the
+    last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
+    the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not
+    a RangeCollector, whose counts are used when it is).
     """
     data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
     params = net.init_params()
-    fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), observer)
+    counter = (observer if isinstance(observer, RangeCollector)
+               else RangeCollector(ranges=False) if count_casts else None)
+    watch = _both(observer, counter)
+    fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), watch)
     training_rng = fixed_ar.rng
     evaluation_rng = np.random.default_rng([config.seed, EVALUATION_STREAM])
     models = {"float": net.float_model(datapath, params),
-              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None, compiled=observer is None)}
+              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None, compiled=watch is None)}
     curves = {name: Curve() for name in models}
 
     def record() -> None:  # evaluations neither feed the observer nor draw STOCH bits of training
@@ -121,7 +134,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
             curves[name].train_loss.append(train_loss)
             curves[name].test_loss.append(test_loss)
             curves[name].test_accuracy.append(accuracy)
-        fixed_ar.observer, fixed_ar.rng = observer, training_rng
+        fixed_ar.observer, fixed_ar.rng = watch, training_rng
 
     record()
     for epoch in range(1, config.epochs + 1):
@@ -144,7 +157,21 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
         "float": asdict(curves["float"]),
         "fixed": asdict(curves["fixed"]),
         "final": _summary(curves, data.classes),
+        "saturation": None if counter is None else saturation_summary(counter),
     }
+
+
+def _both(first: Callable | None, second: Callable | None) -> Callable | None:
+    """One observer calling both (either may be None, or both the same object)."""
+    if first is None or first is second:
+        return second
+    if second is None:
+        return first
+
+    def observe_both(*args: Any) -> None:
+        first(*args)
+        second(*args)
+    return observe_both
 
 
 def _summary(curves: dict[str, Curve], classes: int) -> dict:
@@ -182,4 +209,6 @@ def format_report(result: dict) -> str:
     if classes:
         lines.append(f"final held-out accuracy: float {final['float_test_accuracy']:.2%}, "
                      f"fixed {final['fixed_test_accuracy']:.2%}")
+    if result.get("saturation") is not None:
+        lines += [""] + format_saturation(result["saturation"], SATURATION_SCOPE)
     return "\n".join(lines)

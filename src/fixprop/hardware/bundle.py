@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,7 +71,10 @@ def from_hex_words(words: Sequence[str], fmt: QFormat) -> list[int]:
     """Raw integers from two's-complement hex words (the inverse of :func:`to_hex_words`)."""
     out = []
     for word in words:
-        value = int(word, 16)
+        try:
+            value = int(word, 16)
+        except ValueError:
+            raise BundleError(f"{word!r} is not a hexadecimal word") from None
         if value >> fmt.word:
             raise BundleError(f"hex word {word!r} has more than {fmt.word} bits")
         if fmt.signed and value >> (fmt.word - 1):
@@ -170,6 +174,17 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
 
 
 # -- writing and reading ----------------------------------------------------------------------
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """Raise BundleError when ``out`` may not receive a bundle: it exists and ``overwrite`` is
+    False, or it exists and is not a bundle (never replaced). Called before any work is done."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} exists; choose another directory, or replace it (overwrite=True, fixprop export --force)")
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise BundleError(f"{out} exists and is not a bundle (no {MANIFEST}): it is not replaced")
+    return out
+
+
 def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: Datapath,
           network: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write a bundle atomically: into a temporary directory beside ``out``, then renamed.
@@ -177,11 +192,7 @@ def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: 
     An existing ``out`` is an error unless ``overwrite`` and it is a bundle; it is then moved aside,
     the new bundle renamed in, and the old one deleted (two renames: ``out`` is briefly absent).
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out} exists; choose another directory, or replace it (overwrite=True, fixprop export --force)")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise BundleError(f"{out} exists and is not a bundle (no {MANIFEST}): it is not replaced")
+    out = check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; a bundle is for others to read
@@ -236,8 +247,9 @@ class Bundle:
 
 def load(path: str | Path) -> Bundle:
     """Read a bundle back bit-identically. A missing file, a changed value, a hash, shape or format
-    that does not match the manifest and the files' headers, or files that disagree with each other
-    raise :class:`BundleError` naming the tensor."""
+    that does not match the manifest and the files' headers, files that disagree with each other,
+    or a manifest entry missing a key or holding a value of the wrong type raise
+    :class:`BundleError` naming the file or tensor and what is wrong."""
     path = Path(path)
     try:
         return _load(path)
@@ -245,70 +257,140 @@ def load(path: str | Path) -> Bundle:
         raise
     except FixpropError as error:
         raise BundleError(f"{path}: {error}") from None
-    except (KeyError, TypeError, IndexError, ValueError, OSError) as error:
+    except (KeyError, TypeError, IndexError, ValueError, OSError) as error:  # a case not foreseen below
         raise BundleError(f"{path} is not a consistent bundle: {type(error).__name__}: {error}") from None
 
 
 def _load(path: Path) -> Bundle:
+    if not path.exists():
+        raise BundleError(f"{path} does not exist")
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a bundle: a bundle is a directory")
+    if not (path / MANIFEST).exists():
+        raise BundleError(f"{path} is not a bundle: no {MANIFEST}")
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path} is not a bundle: no {MANIFEST}") from None
+        manifest = json.loads(_read_text(path, MANIFEST, "the manifest"))
     except json.JSONDecodeError as error:
         raise BundleError(f"{path / MANIFEST} is not valid JSON: {error}") from None
     if not isinstance(manifest, dict) or manifest.get("bundle_format") != FORMAT_VERSION:
         raise BundleError(f"{path / MANIFEST}: not a fixprop bundle of format {FORMAT_VERSION}")
-    datapath = Datapath.from_toml(manifest["datapath"], source=f"{path / MANIFEST} datapath")
-    if (path / manifest["datapath_file"]).read_text() != manifest["datapath"]:
-        raise BundleError(f"{path / manifest['datapath_file']} differs from the manifest's datapath")
-    _check_complete(manifest)
+    where = str(path / MANIFEST)
+    toml = _field(manifest, "datapath", str, where)
+    datapath = Datapath.from_toml(toml, source=f"{where} datapath")
+    datapath_file = _field(manifest, "datapath_file", str, where)
+    if _read_text(path, datapath_file, "the datapath file") != toml:
+        raise BundleError(f"{path / datapath_file} differs from the manifest's datapath")
+    entries = _field(manifest, "tensors", list, where)
+    _check_complete(manifest, where)
+    if not (path / NPZ).is_file():
+        raise BundleError(f"{path} has no {NPZ}")
     try:
         npz = np.load(path / NPZ, allow_pickle=False)
-    except FileNotFoundError:
-        raise BundleError(f"{path} has no {NPZ}") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise BundleError(f"{path / NPZ} is not a readable .npz file ({type(error).__name__}: {error})") from None
     tensors = {}
     with npz:
-        for entry in manifest["tensors"]:
-            name = entry["name"]
-            fmt = QFormat(entry["word"], entry["frac"], entry["signed"])
-            shape = tuple(entry["shape"])
-            try:
-                mem = (path / entry["files"]["mem"]).read_text()
-                coe = (path / entry["files"]["coe"]).read_text()
-            except FileNotFoundError as error:
-                raise BundleError(f"{name}: file missing: {error.filename}") from None
-            if _sha256(mem) != entry["sha256"]:
-                raise BundleError(f"{name}: {entry['files']['mem']} does not match its sha256 in the manifest")
-            header_shape, header_fmt = mem_header(mem)
-            if tuple(header_shape) != shape or header_fmt != fmt:
-                raise BundleError(f"{name}: the manifest says {list(shape)} {fmt}, the .mem header "
-                                  f"{header_shape} {header_fmt}")
-            words = parse_mem(mem)
-            if len(words) != int(np.prod(shape, dtype=np.int64)):
-                raise BundleError(f"{name}: {len(words)} values in the .mem file for shape {list(shape)}")
-            if any(len(w) != hex_digits(fmt.word) for w in words):
-                raise BundleError(f"{name}: .mem words must have {hex_digits(fmt.word)} hex digits for {fmt}")
-            if parse_coe(coe) != words:
-                raise BundleError(f"{name}: the .coe file differs from the .mem file")
-            stored = npz[_file_stem(name)]
-            from_npz = (stored.reshape(-1).tolist() if stored.dtype.kind == "i"
-                        else from_hex_words(stored.reshape(-1).tolist(), fmt))
-            values = from_hex_words(words, fmt)
-            if from_npz != values or tuple(stored.shape) != shape:
-                raise BundleError(f"{name}: {NPZ} differs from the .mem file")
-            raw = np.array(values, dtype=np.int64 if fmt.fits_int64 else object).reshape(shape)
-            tensors[name] = FixedArray(raw, fmt)
+        for index, entry in enumerate(entries):
+            name, value = _load_tensor(path, entry, index, npz)
+            tensors[name] = value
     return Bundle(path, manifest, datapath, tensors)
 
 
-def _check_complete(manifest: dict) -> None:
+def _field(table: Any, key: str, kind: type, where: str) -> Any:
+    """``table[key]``, which must be of type ``kind``; else a BundleError naming ``where`` and the key."""
+    if not isinstance(table, dict):
+        raise BundleError(f"{where} must be a JSON object; got {type(table).__name__}")
+    if key not in table:
+        raise BundleError(f"{where} has no key {key!r}")
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # true is no integer
+        raise BundleError(f"{where}: {key} must be {kind.__name__}; got {value!r}")
+    return value
+
+
+def _read_text(path: Path, file_name: str, what: str) -> str:
+    """A file of the bundle (a plain name inside it) as UTF-8 text; BundleErrors name the file."""
+    if Path(file_name).name != file_name or file_name in ("", ".."):
+        raise BundleError(f"{path / MANIFEST}: {what} must be a file name inside the bundle; got {file_name!r}")
+    try:
+        data = (path / file_name).read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: file missing: {file_name} ({what})") from None
+    except OSError as error:
+        raise BundleError(f"{path / file_name}: cannot read {what} ({error.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BundleError(f"{path / file_name}: {what} is not UTF-8 text (byte 0x{data[error.start]:02x} "
+                          f"at offset {error.start})") from None
+
+
+def _load_tensor(path: Path, entry: Any, index: int, npz: Any) -> tuple[str, FixedArray]:
+    """One manifest entry's tensor, checked against its files; BundleErrors name the tensor."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    where = f"{path / MANIFEST}: tensor {name if isinstance(name, str) else f'#{index}'}"
+    name = _field(entry, "name", str, where)
+    shape = tuple(_field(entry, "shape", list, where))
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
+        raise BundleError(f"{where}: shape must be a list of integers >= 0; got {list(shape)}")
+    try:
+        fmt = QFormat(_field(entry, "word", int, where), _field(entry, "frac", int, where),
+                      _field(entry, "signed", bool, where))
+    except FixpropError as error:
+        raise BundleError(f"{where}: {error}") from None
+    files = _field(entry, "files", dict, where)
+    mem_file = _field(files, "mem", str, f"{where} files")
+    coe_file = _field(files, "coe", str, f"{where} files")
+    sha256 = _field(entry, "sha256", str, where)
+    mem = _read_text(path, mem_file, f"the .mem file of {name}")
+    coe = _read_text(path, coe_file, f"the .coe file of {name}")
+    where = f"{path}: tensor {name}"
+    if _sha256(mem) != sha256:
+        raise BundleError(f"{where}: {mem_file} does not match its sha256 in the manifest")
+    try:
+        header_shape, header_fmt = mem_header(mem)
+        if tuple(header_shape) != shape or header_fmt != fmt:
+            raise BundleError(f"the manifest says {list(shape)} {fmt}, the .mem header {header_shape} {header_fmt}")
+        words = parse_mem(mem)
+        if len(words) != int(np.prod(shape, dtype=np.int64)):
+            raise BundleError(f"{len(words)} values in {mem_file} for shape {list(shape)}")
+        if any(len(w) != hex_digits(fmt.word) for w in words):
+            raise BundleError(f"{mem_file}: words must have {hex_digits(fmt.word)} hex digits for {fmt}")
+        values = from_hex_words(words, fmt)
+        if parse_coe(coe) != words:
+            raise BundleError(f"{coe_file} differs from the .mem file")
+        stem = _file_stem(name)
+        if stem not in npz.files:
+            raise BundleError(f"{NPZ} has no array {stem!r}")
+        try:
+            stored = npz[stem]
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise BundleError(f"{NPZ}: array {stem!r} is unreadable ({type(error).__name__}: {error})") from None
+        from_npz = (stored.reshape(-1).tolist() if stored.dtype.kind == "i"
+                    else from_hex_words(stored.reshape(-1).tolist(), fmt))
+        if from_npz != values or tuple(stored.shape) != shape:
+            raise BundleError(f"{NPZ} differs from the .mem file")
+    except (BundleError, FixpropError) as error:
+        raise BundleError(f"{where}: {error}") from None
+    except (ValueError, TypeError, AttributeError) as error:  # e.g. a non-hex word, a string array in the npz
+        raise BundleError(f"{where}: unreadable value ({type(error).__name__}: {error})") from None
+    raw = np.array(values, dtype=np.int64 if fmt.fits_int64 else object).reshape(shape)
+    return name, FixedArray(raw, fmt)
+
+
+def _check_complete(manifest: dict, where: str) -> None:
     """Every stage of every step and layer the network section promises is listed."""
     network = manifest.get("network") or {}
+    if not isinstance(network, dict):
+        raise BundleError(f"{where}: network must be a JSON object; got {network!r}")
     if "steps" not in network or "layer_sizes" not in network:
         return  # a bundle written with write() by hand: nothing promised
-    names = {entry["name"] for entry in manifest["tensors"]}
-    missing = [f"step{t}/layer{i}/{stage}" for t in range(network["steps"])
-               for i in range(len(network["layer_sizes"]) - 1) for stage in STAGES
+    steps = _field(network, "steps", int, f"{where} network")
+    layer_sizes = _field(network, "layer_sizes", list, f"{where} network")
+    names = {_field(entry, "name", str, f"{where}: tensor #{index}")
+             for index, entry in enumerate(manifest["tensors"])}
+    missing = [f"step{t}/layer{i}/{stage}" for t in range(steps)
+               for i in range(len(layer_sizes) - 1) for stage in STAGES
                if f"step{t}/layer{i}/{stage}" not in names]
     if missing:
-        raise BundleError(f"the manifest lists no tensor {missing[0]} ({len(missing)} missing in all)")
+        raise BundleError(f"{where}: the manifest lists no tensor {missing[0]} ({len(missing)} missing in all)")

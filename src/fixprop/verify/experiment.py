@@ -17,6 +17,8 @@ from fixprop.verify.metrics import compare_gradients
 
 #: The seed notebook's experiment.
 DEFAULT_SHAPE = (3, 7, 7, 5)
+#: Which casts ``result["saturation"]`` counts.
+SATURATION_SCOPE = "quantizing the weights, biases and data, forward and backward pass of the fixed gradient"
 
 
 @dataclass
@@ -67,14 +69,21 @@ def _fast_gradients(net: MLP, ar, params, x, y):
 
 
 def run(exp: Experiment) -> dict:
-    """Compute every gradient and every comparison; returns a JSON-ready dict (see docs/cli.md)."""
+    """Compute every gradient and every comparison; returns a JSON-ready dict (see docs/cli.md).
+
+    ``result["saturation"]`` counts the values saturated and underflowed by the casts of the
+    fixed-point gradient (``ranges.saturation_summary``); the timings run without that count."""
     if exp.batch < 1:
         raise ConfigError(f"batch must be >= 1; got {exp.batch}")
     net = MLP(exp.shape, exp.activation, exp.output_activation, exp.loss, exp.init, exp.seed)
     dp = exp.datapath
     x, y = make_data(net, exp.batch, exp.seed)
+    from fixprop.explore.ranges import RangeCollector, saturation_summary  # explore imports this module
+
     params = net.init_params()
-    float_ar, fixed_ar = FloatArithmetic.matching(dp), FixedArithmetic(dp, np.random.default_rng(exp.seed))
+    counter = RangeCollector(ranges=False)  # counts the casts of the fixed gradient, not of the timings
+    float_ar = FloatArithmetic.matching(dp)
+    fixed_ar = FixedArithmetic(dp, np.random.default_rng(exp.seed), observer=counter)
     float_params, fixed_params = net.params_in(float_ar, params), net.params_in(fixed_ar, params)
 
     def float_grads():
@@ -84,6 +93,7 @@ def run(exp: Experiment) -> dict:
         return net.backward(fixed_ar, fixed_params, net.forward(fixed_ar, fixed_params, x), y)
 
     float_g, fixed_g = float_grads(), fixed_grads()
+    fixed_ar.observer = None
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
     timed = exp.timing_repeats > 0
     float_fast = _fast_gradients(net, float_ar, float_params, x, y) if timed else None
@@ -98,6 +108,7 @@ def run(exp: Experiment) -> dict:
                        "init": net.init, "batch": exp.batch, "seed": exp.seed,
                        "datapath": dp.name, "datapath_toml": dp.to_toml()},
         "references": {},
+        "saturation": saturation_summary(counter),
     }
     timings = {"fixprop_float": _seconds_per_call(float_fast or float_grads, exp.timing_repeats),
                "fixprop_fixed": _seconds_per_call(fixed_fast or fixed_grads, exp.timing_repeats)} if timed else {}
@@ -136,6 +147,8 @@ def to_json(result: dict) -> dict:
 
 def format_report(result: dict) -> str:
     """A readable table of the verify result."""
+    from fixprop.explore.ranges import format_saturation
+
     e = result["experiment"]
     lines = [
         f"fixprop verify: MLP {e['shape']}, {e['activation']}/{e['output_activation']}, loss {e['loss']}, "
@@ -168,6 +181,7 @@ def format_report(result: dict) -> str:
         w, b = layer["weight"], layer["bias"]
         lines.append(f"  layer {i}: {_pct(w.mean_relative_error)} / {_pct(b.mean_relative_error)}, "
                      f"{w.max_abs_error_lsb:.2f} / {b.max_abs_error_lsb:.2f} LSB")
+    lines += [""] + format_saturation(result["saturation"], SATURATION_SCOPE)
     t = result["seconds_per_gradient"]
     lines += ["", "time per gradient (median):" if t else "not timed"]
     for name, seconds in t.items():
