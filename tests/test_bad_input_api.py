@@ -179,3 +179,11 @@ def test_seed_class_names_the_shape_it_was_given(quant):
         m.grad(np.zeros((1, 5)))
     m.grad(np.zeros((5, 1)))  # the earlier failure does not stick
     assert [g.shape for g in m.params_grad[0]] == [(7, 3), (5, 7)]
+
+
+@pytest.mark.parametrize("params", [None, [[np.zeros((7, 3))], [np.zeros((7, 1))]], "weights"],
+                         ids=["None", "one-layer", "string"])
+def test_seed_class_names_bad_params(params):
+    m, _, x = _seed_class(False)
+    with pytest.raises(ShapeError, match=r"infer\(x, params\): "):
+        m.infer(x, params)

@@ -62,6 +62,7 @@ ERRORS = [
     (["export", "--out", "afile"], "--out afile is a file, not a directory"),
     (["export", "--out", "missing/bundle"], "the directory missing does not exist"),
     (["export", "--out", "bundle", "--lfsr-bits", "8"], "--lfsr-bits needs --lfsr-seed"),
+    (["export", "--out", "bundle", "--lfsr-seed", "5"], "no role of this datapath rounds STOCH"),
     # ranges' output files, all checked before the run (prop.toml must not appear)
     (["ranges", "--propose", "16", "--out", "/proc/x.toml"], "--out /proc/x.toml: cannot create files in /proc"),
     (["ranges", "--propose", "16", "--out", "adir"], "--out adir is a directory"),

@@ -268,6 +268,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError("--lfsr-bits needs --lfsr-seed (the LFSR lanes are used only with a seed)")
     net = MLP(_parse_shape(args.shape), args.activation, args.output_activation, args.loss, args.init, args.seed)
     datapath = datapath_from_args(args)
+    if args.lfsr_seed is not None and not any(c.rounding is Rounding.STOCH for _, _, c in datapath.all_casts()):
+        raise ConfigError("--lfsr-seed drives stochastic rounding, and no role of this datapath rounds STOCH: "
+                          "drop it, or give a role rounding STOCH")
     _check_output_dir(args.out, "--out")
     _check_parent(Path(args.out), "--out")  # the bundle is written beside it, then renamed
     x, y = make_data(net, args.steps * args.batch, args.seed)

@@ -79,7 +79,7 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         """Forward pass of one column vector x (n_in, 1); returns the output column (n_out, 1)."""
         self._require_shape()
         self._check_columns(x, self._shape[0], "x", "infer(x, params)")
-        weights, biases = params
+        weights, biases = self._check_params(params)
         self._last_input = self._last_params = None  # a failed infer leaves nothing for grad to reuse
         self._activation = []
         if not self._quant:  # autograd-traceable float64
@@ -132,6 +132,20 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
                       f"bias grad {self._bias_dif[i].ravel()}")
 
     # -- helpers ----------------------------------------------------------------------------
+    def _check_params(self, params: Any) -> tuple[Sequence[Any], Sequence[Any]]:
+        """``params`` as the seed's ``[weights, biases]``, one (out, in) weight and one (out, 1) bias per layer."""
+        layers = len(self._shape) - 1
+        try:
+            weights, biases = params
+            shapes = [(np.shape(getval(w)), np.shape(getval(b))) for w, b in zip(weights, biases, strict=True)]
+        except (TypeError, ValueError):
+            raise ShapeError(f"infer(x, params): params must be [weights, biases], two lists of {layers} arrays "
+                             f"(as [ref._weight, ref._bias]); got {type(params).__name__}") from None
+        wanted = [((n_out, n_in), (n_out, 1)) for n_in, n_out in zip(self._shape[:-1], self._shape[1:])]
+        if shapes != wanted:
+            raise ShapeError(f"infer(x, params): weights and biases must have shapes {wanted}; got {shapes}")
+        return weights, biases
+
     @staticmethod
     def _check_columns(values: Any, rows: int, name: str, call: str, columns: int | None = None) -> None:
         """The seed's convention, in both modes: samples are columns, so ``values`` is (rows, 1)
