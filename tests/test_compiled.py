@@ -99,7 +99,7 @@ def test_model_uses_the_compiled_step_and_falls_back():
             assert fast.train_step(x, y) == slow.train_step(x, y)
         for a, b in zip(fast.params, slow.params):
             assert a.weight.identical(b.weight)
-        compiled = fast._steps[(4, True)]
+        compiled = fast._steps[(4, True, False)]
         assert (compiled is None) == (dp.name == "seed(32,16)")
 
 

@@ -675,7 +675,7 @@ def test_train_is_deterministic_and_equals_a_stepwise_hand_loop(name, monkeypatc
             assert first[key][curve] == second[key][curve]
             assert len(first[key][curve]) == 3
         assert first[key]["test_loss"] != other[key]["test_loss"]
-    assert {k for k, v in fixed_model._steps.items() if v is not None} == {(24, True), (8, True)}
+    assert {k for k, v in fixed_model._steps.items() if v is not None} == {(24, True, False), (8, True, False)}
 
     data = load_dataset("ik", config.data_seed)  # the data draw does not follow the training seed
     net = MLP([3, 4, 5], "relu", "linear", "sse", "he", 3)

@@ -177,6 +177,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-activation", default=d.output_activation,
                         help=f"output activation (default {d.output_activation})")
     parser.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
+    parser.add_argument("--backend", default=d.backend, choices=["auto", "numpy", "numba"],
+                        help="compiled engine of the fixed network: numba kernels, numpy/BLAS, or auto "
+                             "(numba for small layers); the same integers on each (default auto)")
 
 
 def add_report_options(parser: argparse.ArgumentParser, plot_help: str) -> None:
@@ -191,7 +194,8 @@ def train_config_from_args(args: argparse.Namespace, seed: int | None = None) ->
     return TrainConfig(dataset=args.dataset, hidden=tuple(_parse_shape(args.hidden, "--hidden", minimum=1)),
                        epochs=args.epochs, batch=args.batch, seed=args.seed if seed is None else seed,
                        data_seed=args.data_seed, init=args.init, activation=args.activation,
-                       output_activation=args.output_activation, loss=args.loss)
+                       output_activation=args.output_activation, loss=args.loss,
+                       backend=getattr(args, "backend", TrainConfig.backend))
 
 
 #: ranges' options that apply to one kind of run only (the others apply to both, with the

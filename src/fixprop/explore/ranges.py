@@ -104,6 +104,17 @@ class RangeCollector:
         self.stats: dict[tuple[str, int | None], RoleStats] = {}
         self.ranges = ranges
 
+    @property
+    def counts_only(self) -> bool:
+        """True when only counts are kept: a compiled step that counts (the numba kernel) can
+        then serve this observer through :meth:`add_counts`."""
+        return not self.ranges
+
+    def add_counts(self, role: str, layer: int | None, fmt: QFormat, count: int, nonzero: int, saturated: int,
+                   underflowed: int) -> None:
+        """Counts of one cast computed elsewhere (the numba kernel), with the meaning of :func:`observe`."""
+        self.add(RoleStats(role, layer, {str(fmt)}, count, nonzero, saturated=saturated, underflowed=underflowed))
+
     def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray,
                  cast: RoleCast | None = None) -> None:
         self.add(observe(role, layer, exact, result.raw, result.fmt, cast, self.ranges))

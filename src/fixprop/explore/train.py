@@ -15,7 +15,8 @@ data sets): the share of samples whose largest output is the target class.
 Saturation: every cast of the fixed network's training (its weight quantization and every
 step of every epoch, not its evaluations) is counted over the whole run: values saturated and
 values underflowed to zero, per role (``result["saturation"]``, ``ranges.saturation_summary``).
-Counting runs the training step by step instead of compiled (the same integers, slower);
+The numba kernel counts while it trains (``nn/kernels.py``); without it (backend "numpy", or
+numba unavailable) counting runs the training step by step (the same integers, slower).
 ``count_casts=False`` skips it.
 """
 
@@ -58,8 +59,13 @@ class TrainConfig:
     activation: str = "relu"
     output_activation: str = "linear"
     loss: str = "sse"
+    backend: str = "auto"  # the fixed network's compiled engine (Model.backend): auto, numpy or numba
 
     def __post_init__(self) -> None:
+        from fixprop.nn.mlp import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
         for name, minimum in (("epochs", 1), ("batch", 1), ("seed", 0), ("data_seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -111,7 +117,8 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     datapath (TOML), the per-epoch curves of both networks ("float", "fixed"), "final": the
     last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
     the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not
-    a RangeCollector, whose counts are used when it is).
+    a RangeCollector, whose counts are used when it is). ``config.backend`` is the fixed network's
+    compiled engine (the same integers on every engine).
     """
     data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
@@ -123,7 +130,8 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     training_rng = fixed_ar.rng
     evaluation_rng = np.random.default_rng([config.seed, EVALUATION_STREAM])
     models = {"float": net.float_model(datapath, params),
-              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None, compiled=watch is None)}
+              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None,
+                             backend=config.backend)}
     curves = {name: Curve() for name in models}
 
     def record() -> None:  # evaluations neither feed the observer nor draw STOCH bits of training

@@ -227,20 +227,42 @@ class MLP:
         return Model(self, ar, self.init_params() if params is None else params, momentum)
 
     def fixed_model(self, datapath: Datapath, params: Sequence[LayerParams] | None = None,
-                    rng: np.random.Generator | None = None) -> "Model":
-        """This network in fixed point under ``datapath``; float params are quantized into it."""
+                    rng: np.random.Generator | None = None, backend: str = "auto") -> "Model":
+        """This network in fixed point under ``datapath``; float params are quantized into it.
+        ``backend``: the compiled engine (``Model.backend``: auto, numpy or numba)."""
         ar = FixedArithmetic(datapath, rng)
-        return Model(self, ar, self.init_params() if params is None else params, datapath.momentum is not None)
+        return Model(self, ar, self.init_params() if params is None else params, datapath.momentum is not None,
+                     backend=backend)
+
+
+#: The compiled engines a Model can use (``Model.backend``).
+BACKENDS = ("auto", "numpy", "numba")
+#: "auto" uses numba while a step's multiply-accumulates (three per weight and sample: forward,
+#: propagated error, weight gradient) stay below this; BLAS wins beyond (``fixprop bench``).
+AUTO_NUMBA_MAX_MACS = 1 << 18
+
+
+def choose_backend(backend: str, net: MLP, batch: int) -> str:
+    """The engine of a compiled step: ``backend`` itself, or for "auto" numba on small networks
+    and batches and numpy (BLAS) on large ones."""
+    if backend != "auto":
+        return backend
+    macs = 3 * batch * sum(n_in * n_out for n_in, n_out in zip(net.layer_sizes[:-1], net.layer_sizes[1:]))
+    return "numba" if macs <= AUTO_NUMBA_MAX_MACS else "numpy"
 
 
 @dataclass
 class Model:
     """A network bound to an arithmetic and its state (parameters, momentum velocity).
 
-    ``train_step`` and ``weight_gradients`` run the network compiled to straight-line code
-    (``nn/compiled.py``) for each batch size they meet, when the datapath fits 62-bit integers;
-    it computes the same integers as the step-by-step path (``forward``/``gradients``), which
-    keeps every intermediate stage. ``compiled=False`` always uses the step-by-step path.
+    ``train_step`` and ``weight_gradients`` run the network compiled for each batch size they
+    meet, when the datapath fits 62-bit integers; it computes the same integers as the
+    step-by-step path (``forward``/``gradients``), which keeps every intermediate stage.
+    ``backend`` chooses the compiled engine: "numba" (the traced program on the numba kernel,
+    ``nn/kernels.py``), "numpy" (straight-line numpy with BLAS, ``nn/compiled.py``) or "auto"
+    (numba for small layers, numpy where BLAS wins: :func:`choose_backend`). Without numba
+    (it failed to import: one warning) every backend runs numpy. ``compiled=False`` always uses
+    the step-by-step path.
     """
 
     net: MLP
@@ -249,9 +271,12 @@ class Model:
     momentum: bool = False
     velocity: list[LayerParams] | None = field(default=None)
     compiled: bool = True
+    backend: str = "auto"
     _steps: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
         self.params = self.net.params_in(self.arithmetic, self.params)
         if self.momentum and self.velocity is None:
             self.velocity = self.net.zero_velocity(self.arithmetic, self.params)
@@ -274,7 +299,8 @@ class Model:
         if step is None:
             return [(g.weight_grad, g.bias_grad) for g in self.net.backward(
                 self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
-        return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None))
+        return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None),
+                              **self._counting())
 
     def train_step(self, x: Any, y: Any) -> float:
         """One SGD step on a batch; returns the loss before the step (float)."""
@@ -283,7 +309,7 @@ class Model:
         step = self._compiled(np.shape(x_q)[0], update=True)
         if step is not None:
             self.params, self.velocity, output = step.train_step(self.params, x_q, y_q, self.velocity,
-                                                                 getattr(ar, "rng", None))
+                                                                 getattr(ar, "rng", None), **self._counting())
         else:
             trace = self.net.forward(ar, self.params, x_q)
             grads = self.net.backward(ar, self.params, trace, y_q)
@@ -300,15 +326,35 @@ class Model:
             raise ShapeError(f"x has {np.shape(x)[0]} samples but y has {np.shape(y)[0]}")
         return ar.data(x, "input"), ar.data(y, "target")
 
+    def _counting(self) -> dict:
+        """The keyword that hands a counting observer to a compiled step (only numba steps count)."""
+        observer = getattr(self.arithmetic, "observer", None)
+        return {} if observer is None else {"counter": observer}
+
     def _compiled(self, batch: int, update: bool):
-        """The compiled step for this batch size, or None (not wanted, or the datapath is too wide)."""
-        if not self.compiled:
+        """The compiled step for this batch size, or None (not wanted, the datapath is too wide, or
+        the arithmetic's observer needs every cast's values: only a counts-only observer, such as
+        ``RangeCollector(ranges=False)``, is served, and only by the numba kernel, which counts)."""
+        observer = getattr(self.arithmetic, "observer", None)
+        counting = observer is not None
+        if not self.compiled or (counting and not getattr(observer, "counts_only", False)):
             return None
-        key = (batch, update)
+        key = (batch, update, counting)
         if key not in self._steps:
             from fixprop.nn.compiled import NotCompilable, compile_step
 
             datapath = getattr(self.arithmetic, "datapath", None)
+            if counting:  # the numba kernel counts; the numpy step does not: stepwise then
+                from fixprop.nn.kernels import numba_step
+
+                self._steps[key] = None if self.backend == "numpy" else numba_step(self.net, datapath, batch, update)
+                return self._steps[key]
+            if datapath is not None and choose_backend(self.backend, self.net, batch) == "numba":
+                from fixprop.nn.kernels import numba_step
+
+                self._steps[key] = numba_step(self.net, datapath, batch, update)
+                if self._steps[key] is not None:  # else: numba unavailable, or too wide: numpy
+                    return self._steps[key]
             try:
                 self._steps[key] = compile_step(self.net, datapath, batch, update,
                                                 float_settings=None if datapath is not None else self.arithmetic)
