@@ -56,12 +56,14 @@ def run_program(ops, offsets, rows, cols, mem, fmem, words, counts, count):  # p
             N = cols[b]
             oa = offsets[a]
             ob = offsets[b]
-            for i in range(R):
-                for j in range(C):
-                    acc = np.int64(0)
-                    for k in range(K):
-                        acc += mem[oa + i * K + k] * mem[ob + k * N + j]
-                    mem[o + i * C + j] = acc
+            for e in range(R * C):
+                mem[o + e] = 0
+            for i in range(R):  # i, k, j: the inner loop runs along contiguous rows (vectorizes)
+                for k in range(K):
+                    aik = mem[oa + i * K + k]
+                    if aik != 0:
+                        for j in range(N):
+                            mem[o + i * C + j] += aik * mem[ob + k * N + j]
         elif code == SUM0:
             oa = offsets[a]
             Ra = rows[a]
