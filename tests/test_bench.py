@@ -9,6 +9,7 @@ from fixprop.cli import main
 RATIO_KEYS = {
     "matmul_vs_blas", "train_step_vs_float", "autograd_vs_fixprop_per_sample",
     "autograd_vs_fixprop_per_sample_fixed", "autograd_loop_vs_fixprop_batched", "memory_vs_float",
+    "backend_auto_vs_best_worst",
 }
 
 
@@ -27,8 +28,10 @@ def test_bench_quick_json_structure(capsys):
         result["seed"]["per_sample_seconds"])
     assert {"fixprop_fixed", "fixprop_float"} <= set(result["memory"]["peak_bytes"])
     assert set(result["targets"]) <= set(result["ratios"])
+    for case in result["backends"]["cases"]:  # every engine timed side by side, and auto's choice named
+        assert set(case["seconds"]) == {"numpy", "numba", "auto"} and case["auto_chose"] in ("numpy", "numba")
 
 
 def test_bench_rejects_unknown_sections(capsys):
     assert main(["bench", "--quick", "nonsense"]) == 2
-    assert "allowed: matmul, train_step, seed, memory" in capsys.readouterr().err
+    assert "allowed: matmul, train_step, seed, memory, backends" in capsys.readouterr().err

@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(those installed), with warm-up and interleaved repeats; print medians and ratios.",
     )
     bench.add_argument("sections", nargs="*", metavar="SECTION",
-                       help="matmul, train_step, seed, memory (default: all)")
+                       help="matmul, train_step, seed, memory, backends (default: all)")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     bench.add_argument("--json", action="store_true", help="print one JSON object with every median and ratio")
     bench.set_defaults(run=_cmd_bench, parser=bench)

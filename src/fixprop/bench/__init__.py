@@ -21,7 +21,7 @@ from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
 from fixprop.nn.compiled import compile_step
 from fixprop.nn.mlp import MLP
 
-SECTIONS = ("matmul", "train_step", "seed", "memory")
+SECTIONS = ("matmul", "train_step", "seed", "memory", "backends")
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,14 @@ class Sizes:
     repeats: int = 15
     warmup: int = 2
 
+    #: (layer sizes, batch) of the backends section: the seed's networks up to BLAS-sized layers
+    backend_cases: tuple[tuple[tuple[int, ...], int], ...] = (
+        ((3, 7, 7, 5), 1), ((3, 16, 5), 16), ((3, 16, 5), 1024), ((64, 64, 10), 16), ((256, 256, 10), 128))
+
     @classmethod
     def quick(cls) -> "Sizes":
-        return cls(matmul_n=32, train_shape=(64, 32, 32, 10), train_batch=16, seed_batch=64, repeats=3, warmup=1)
+        return cls(matmul_n=32, train_shape=(64, 32, 32, 10), train_batch=16, seed_batch=64, repeats=3, warmup=1,
+                   backend_cases=(((3, 7, 7, 5), 1), ((16, 16, 4), 8)))
 
 
 #: The 16-bit datapath of the train_step benchmark: every role s16.10, round half up, saturate,
@@ -319,12 +324,34 @@ def bench_memory(sizes: Sizes) -> dict:
     return {"peak_bytes": {name: _peak_bytes(fn) for name, fn in cases.items()}}
 
 
+# -- compiled engines ----------------------------------------------------------------------
+def bench_backends(sizes: Sizes) -> dict:
+    """``Model.train_step`` at (24,12) on the numpy engine, the numba kernel and "auto", side by
+    side per network and batch: which engine wins where, and whether auto's choice ever loses."""
+    from fixprop.nn.jit import numba_available
+    from fixprop.nn.mlp import choose_backend
+
+    dp = Datapath.seed(24, 12)
+    rows = []
+    for shape, batch in sizes.backend_cases:
+        net = MLP(list(shape), init="he", seed=0)
+        rng = np.random.default_rng(0)
+        x, y = rng.uniform(-1, 1, (batch, shape[0])), rng.uniform(-1, 1, (batch, shape[-1]))
+        models = {name: net.fixed_model(dp, backend=name) for name in ("numpy", "numba", "auto")}
+        seconds = measure({name: (lambda m=m: m.train_step(x, y)) for name, m in models.items()},
+                          sizes.repeats, sizes.warmup)
+        rows.append({"shape": list(shape), "batch": batch, "auto_chose": choose_backend("auto", net, batch),
+                     "seconds": seconds})
+    return {"datapath": "seed(24,12)", "numba_available": numba_available(), "cases": rows}
+
+
 # -- the run -------------------------------------------------------------------------------
 def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False,
         progress: Callable[[str], None] | None = None) -> dict:
     """Run the chosen sections; returns every median and the ratios."""
     sizes = Sizes.quick() if quick else Sizes()
-    functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory}
+    functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory,
+                 "backends": bench_backends}
     result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)},
                     "peers": {name: _available(name) for name in ("apytypes", "jax", "torch")}}
     for i, name in enumerate(sections, 1):
@@ -377,6 +404,11 @@ def format_table(result: dict) -> str:
                     lines.append(f"  {key:<20} {name:<24} {shown}")
             elif isinstance(value, dict) and not value:
                 continue
+            elif key == "cases":
+                for case in value:
+                    shown = "  ".join(f"{name} {v * 1e3:.3f} ms" for name, v in case["seconds"].items())
+                    lines.append(f"  {str(case['shape']) + ' b' + str(case['batch']):<22} {shown}  "
+                                 f"(auto chose {case['auto_chose']})")
             elif isinstance(value, dict) and "seconds" in value:
                 for name, v in value["seconds"].items():
                     lines.append(f"  {key:<20} {name:<24} {v * 1e3:10.3f} ms")
@@ -425,4 +457,12 @@ def ratios(result: dict) -> dict:
     if "memory" in result:
         p = result["memory"]["peak_bytes"]
         out["memory_vs_float"] = p["fixprop_fixed"] / p["fixprop_float"]
+    if "backends" in result:
+        worst = 0.0
+        for case in result["backends"]["cases"]:
+            t = case["seconds"]
+            label = f"{'x'.join(map(str, case['shape']))}_b{case['batch']}"
+            out[f"numpy_vs_numba_train_step_{label}"] = t["numpy"] / t["numba"]
+            worst = max(worst, t["auto"] / min(t["numpy"], t["numba"]))
+        out["backend_auto_vs_best_worst"] = worst
     return out
