@@ -243,3 +243,12 @@ def Model_with(net, dp, counter, backend):  # noqa: N802 - reads as the construc
     ar = FixedArithmetic(dp, np.random.default_rng(9), counter)
     return Model(net, ar, net.init_params(), dp.momentum is not None, compiled=backend != "stepwise",
                  backend="numba")
+
+
+def test_warm_cache_compiles_the_kernel_or_says_it_cannot(monkeypatch):
+    """Sweeps call warm_cache before starting workers; without numba it reports False."""
+    from fixprop.nn.kernels import warm_cache
+
+    assert warm_cache() is True
+    monkeypatch.setenv("FIXPROP_DISABLE_NUMBA", "1")
+    assert warm_cache() is False

@@ -49,7 +49,8 @@ __all__ = [
 
 from fixprop.datapath import ROLES, Datapath, FixedConstant, RoleCast  # noqa: E402
 from fixprop.nn import MLP, FixedArithmetic, FloatArithmetic, Model  # noqa: E402
+from fixprop.nn.jit import NumbaUnavailableWarning  # noqa: E402  (numba itself is imported lazily)
 from fixprop.verify import verify  # noqa: E402
 
-__all__ += ["Datapath", "FixedArithmetic", "FixedConstant", "FloatArithmetic", "MLP", "Model", "ROLES", "RoleCast",
-            "verify"]
+__all__ += ["Datapath", "FixedArithmetic", "FixedConstant", "FloatArithmetic", "MLP", "Model", "NumbaUnavailableWarning",
+            "ROLES", "RoleCast", "verify"]

@@ -236,6 +236,10 @@ def execute_sweep(points: Sequence[dict], workers: int = 1, dask: Any = None,
 
     interrupted = False
     try:
+        if (dask is not None or workers > 1) and any("train" in p["measures"] for p in points):
+            from fixprop.nn.kernels import warm_cache
+
+            warm_cache()  # compile the numba kernel once here, so that the workers load it from the cache
         if dask is not None:
             _run_dask(points, workers, dask, done, executor)
         elif workers <= 1:

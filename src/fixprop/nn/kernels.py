@@ -327,3 +327,15 @@ def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool) -> NumbaS
         return NumbaStep(trace_program(net, datapath, batch, update), kernel)
     except NotCompilable:
         return None
+
+
+def warm_cache() -> bool:
+    """Compile the kernel once in this process (one step of a tiny network), so that numba's disk
+    cache holds it before worker processes start: they then load it instead of each compiling.
+    Returns False when numba is unavailable."""
+    step = numba_step(MLP([1, 1]), Datapath.uniform(8, 4), 1, update=True)
+    if step is None:
+        return False
+    zero = FixedArray.zeros((1, 1), "s8.4")
+    step.train_step([LayerParams(FixedArray.zeros((1, 1), "s8.4"), FixedArray.zeros((1,), "s8.4"))], zero, zero)
+    return True
