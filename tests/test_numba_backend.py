@@ -252,3 +252,16 @@ def test_warm_cache_compiles_the_kernel_or_says_it_cannot(monkeypatch):
     assert warm_cache() is True
     monkeypatch.setenv("FIXPROP_DISABLE_NUMBA", "1")
     assert warm_cache() is False
+
+
+def test_verify_times_the_chosen_engine_and_reports_the_same_errors(capsys):
+    import json
+
+    from fixprop.cli import main
+
+    docs = {}
+    for backend in ("numpy", "numba"):
+        assert main(["verify", "--backend", backend, "--repeats", "1", "--json"]) == 0
+        docs[backend] = json.loads(capsys.readouterr().out)
+        assert docs[backend]["experiment"]["backend"] == backend
+    assert docs["numpy"]["fixed"] == docs["numba"]["fixed"]

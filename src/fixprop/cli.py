@@ -239,7 +239,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     experiment = Experiment(
         shape=_parse_shape(args.shape), datapath=datapath_from_args(args), references=names, batch=args.batch,
         seed=args.seed, init=args.init, activation=args.activation, output_activation=args.output_activation,
-        loss=args.loss, timing_repeats=args.repeats,
+        loss=args.loss, timing_repeats=args.repeats, backend=args.backend,
     )
     result = run(experiment)
     if args.json:
@@ -552,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--reference", default="autograd", choices=[*BACKENDS, "all"],
                         help="autodiff reference (default autograd; all = every installed one)")
     verify.add_argument("--repeats", type=_count(1), default=20, help="timed repetitions per gradient (default 20)")
+    verify.add_argument("--backend", default="auto", choices=["auto", "numpy", "numba"],
+                        help="compiled engine of the timed fixed-point gradient (the compared gradients are "
+                             "the stepwise path's, the same integers) (default auto)")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=_cmd_verify, parser=verify)
 

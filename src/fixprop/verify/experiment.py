@@ -35,6 +35,7 @@ class Experiment:
     output_activation: str | None = None
     loss: str = "sse"
     timing_repeats: int = 20  # 0: no timing (sweeps)
+    backend: str = "auto"  # the compiled engine the fixed-point timing runs (Model.backend)
 
 
 def make_data(net: MLP, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +57,19 @@ def _seconds_per_call(function, repeats: int) -> float:
     return float(np.median(times))
 
 
-def _fast_gradients(net: MLP, ar, params, x, y):
-    """The compiled gradient function (what Model.weight_gradients runs), or None when the
-    datapath is too wide to compile; timings use it."""
+def _fast_gradients(net: MLP, ar, params, x, y, backend: str = "auto"):
+    """The compiled gradient function (what Model.weight_gradients runs on ``backend``), or None
+    when the datapath is too wide to compile; timings use it. The float path runs on numpy."""
     from fixprop.nn.compiled import NotCompilable, compile_step
+    from fixprop.nn.mlp import choose_backend
 
+    datapath = getattr(ar, "datapath", None)
+    if datapath is not None and choose_backend(backend, net, np.shape(x)[0]) == "numba":
+        from fixprop.nn.kernels import numba_step
+
+        step = numba_step(net, datapath, np.shape(x)[0], update=False)
+        if step is not None:
+            return lambda: step.gradients(params, x, y, rng=ar.rng)
     try:
         step = compile_step(net, getattr(ar, "datapath", None), np.shape(x)[0], float_settings=ar)
     except NotCompilable:
@@ -97,7 +106,7 @@ def run(exp: Experiment) -> dict:
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
     timed = exp.timing_repeats > 0
     float_fast = _fast_gradients(net, float_ar, float_params, x, y) if timed else None
-    fixed_fast = _fast_gradients(net, fixed_ar, fixed_params, x_fixed, y_fixed) if timed else None
+    fixed_fast = _fast_gradients(net, fixed_ar, fixed_params, x_fixed, y_fixed, exp.backend) if timed else None
     float_pairs = [(g.weight_grad, g.bias_grad) for g in float_g]
     fixed_pairs = [(g.weight_grad.to_float(), g.bias_grad.to_float()) for g in fixed_g]
     lsb = ([g.weight_grad.fmt.resolution for g in fixed_g], [g.bias_grad.fmt.resolution for g in fixed_g])
@@ -105,7 +114,7 @@ def run(exp: Experiment) -> dict:
     result: dict = {
         "experiment": {"shape": list(net.layer_sizes), "activation": str(net.activation),
                        "output_activation": str(net.output_activation), "loss": net.loss.name,
-                       "init": net.init, "batch": exp.batch, "seed": exp.seed,
+                       "init": net.init, "batch": exp.batch, "seed": exp.seed, "backend": exp.backend,
                        "datapath": dp.name, "datapath_toml": dp.to_toml()},
         "references": {},
         "saturation": saturation_summary(counter),
