@@ -2,15 +2,21 @@
 
 ``run_program`` executes a program's operations in order on one int64 workspace (and one
 float64 workspace for the derivative numbers before ``dyadic``). It is a plain Python function
-over runtime arrays (the operation table, buffer offsets and shapes, the workspaces, the random
-words): numba compiles it once, for every network, datapath and batch size, and its on-disk
-cache serves every later process. Every format decision was taken when the program was traced;
-the kernel only loops, shifts, rounds and clamps, and never rounds in floating point.
+over runtime arrays (the operation table, each buffer's offset, shape and strides, the
+workspaces, the random words): numba compiles it once, for every network, datapath and batch
+size, and its on-disk cache serves every later process. Every format decision was taken when the
+program was traced; the kernel only loops, shifts, rounds and clamps, and never rounds in
+floating point.
 
-Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes ``floor(v / 2**s)`` plus
-one when the mode's rule on the dropped bits says so (the rules of ``quantize.round_shift_right``);
-STOCH rounds up when the element's 64-bit random word is below ``dropped * 2**(64 - s)``, the
-word drawn by numpy (or the LFSR source) in the stepwise path's order. Then the overflow mode.
+Layout: values that run along the batch (x, y and everything computed from them per sample) are
+stored column-major, so the innermost loops run along the batch, over contiguous memory, and
+vectorize; parameters and gradients are row-major; a transpose is a view (no copy).
+
+Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
+``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
+rules of ``quantize.round_shift_right``: :func:`rounding_bias`); STOCH rounds up when the
+element's 64-bit random word is below ``dropped * 2**(64 - s)``, the word drawn by numpy (or the
+LFSR source) in the stepwise path's order. Then the overflow mode.
 """
 
 from __future__ import annotations
@@ -21,28 +27,55 @@ from fixprop.datapath import Datapath
 from fixprop.errors import ModeError
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray
+from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
-from fixprop.nn.program import (ADD, AND, CAST, DYADIC, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL, OR,
-                                SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS, ZEROS, NotCompilable, TracedStep,
-                                trace_program)
+from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
+                                OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
+                                ZEROS, NotCompilable, TracedStep, trace_program)
 
-# Column layout of the operation table (one row per operation).
-COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_PARAMS = 0, 1, 2, 3, 4, 5, 6
-N_PARAMS = 8
-COL_WORDS = COL_PARAMS + N_PARAMS  # first random word of a STOCH cast
-OP_COLUMNS = COL_WORDS + 1
-# Rounding codes (the order of fixprop.fixed.modes.Rounding) and overflow codes (of Overflow).
-TRN, TRN_ZERO, TRN_INF, RND, RND_ZERO, RND_MIN_INF, RND_INF, RND_CONV, STOCH = range(9)
-SAT, WRAP, SAT_SYM, SAT_ZERO = range(4)
+# Columns of the operation table (one row per operation).
+(COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_COND, COL_FRAC, COL_SHIFT, COL_ROUNDING,
+ COL_OVERFLOW, COL_LO, COL_HI, COL_FMT_MIN, COL_FMT_MAX, COL_WRAP_OFFSET, COL_WRAP_MASK, COL_BIAS,
+ COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW) = range(22)
+OP_COLUMNS = 22
+# The mode codes the kernel tests (the program's own codes: one place for each).
+STOCH = ROUNDING_CODE[Rounding.STOCH]
+WRAP = OVERFLOW_CODE[Overflow.WRAP]
+SAT_ZERO = OVERFLOW_CODE[Overflow.SAT_ZERO]
+# The kernel's fast elementwise loops of two slices take the codes up to MUL.
+assert (ADD, SUB, MUL) == tuple(range(MUL + 1))
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
 COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
 
 
-def run_program(ops, offsets, rows, cols, mem, fmem, words, counts, count):  # pragma: no cover - compiled
+def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
+    """(base, sign_bias, odd_bias) of a deterministic rounding dropping ``shift`` > 0 bits: the
+    cast is ``floor((v + base + sign_bias*[v < 0] + odd_bias*[floor(v/2**shift) odd]) / 2**shift)``,
+    which rounds up exactly when ``quantize.round_shift_right``'s rule on the dropped bits says so."""
+    half = 1 << (shift - 1)
+    return {
+        Rounding.TRN: (0, 0, 0),                  # floor
+        Rounding.TRN_INF: ((1 << shift) - 1, 0, 0),  # ceiling: any dropped bit rounds up
+        Rounding.TRN_ZERO: (0, (1 << shift) - 1, 0),  # ceiling for negatives only
+        Rounding.RND: (half, 0, 0),               # ties up
+        Rounding.RND_MIN_INF: (half - 1, 0, 0),   # ties down
+        Rounding.RND_ZERO: (half - 1, 1, 0),      # ties up for negatives (toward zero)
+        Rounding.RND_INF: (half, -1, 0),          # ties down for negatives (away from zero)
+        Rounding.RND_CONV: (half - 1, 0, 1),      # ties up when the floor is odd (to even)
+        Rounding.STOCH: (0, 0, 0),                # (decided by the random words)
+    }[rounding]
+
+
+def run_program(ops, offsets, rows, cols, rstride, cstride, mem, fmem, words, counts, count):  # pragma: no cover - compiled
     """Run every operation of ``ops`` (int64 table, OP_COLUMNS wide) on the workspaces ``mem``
-    (int64 raw values) and ``fmem`` (float64 numbers); buffer b lives at ``offsets[b]`` with
-    shape (rows[b], cols[b]), row-major. ``words`` (uint64): the STOCH casts' random words.
-    With ``count``, each cast adds its nonzero/saturated/underflowed counts to ``counts[op]``."""
+    (int64 raw values) and ``fmem`` (float64 numbers). Buffer b has shape (rows[b], cols[b]);
+    its element (i, j) lives at ``offsets[b] + i * rstride[b] + j * cstride[b]`` (row-major,
+    column-major, or a transposed view of another buffer). ``words`` (uint64): the STOCH casts'
+    random words, in the memory order of each cast's buffer. With ``count``, each cast adds its
+    nonzero/saturated/underflowed counts to ``counts[op]``.
+
+    Inner loops run over contiguous slices (views), which LLVM vectorizes; a strided or
+    broadcast operand takes the element-at-a-time loop."""
     for n in range(ops.shape[0]):
         code = ops[n, COL_CODE]
         out = ops[n, COL_OUT]
@@ -51,225 +84,418 @@ def run_program(ops, offsets, rows, cols, mem, fmem, words, counts, count):  # p
         R = rows[out]
         C = cols[out]
         o = offsets[out]
-        if code == MATMUL:
-            K = cols[a]
-            N = cols[b]
-            oa = offsets[a]
-            ob = offsets[b]
-            for e in range(R * C):
-                mem[o + e] = 0
-            for i in range(R):  # i, k, j: the inner loop runs along contiguous rows (vectorizes)
-                for k in range(K):
-                    aik = mem[oa + i * K + k]
-                    if aik != 0:
-                        for j in range(N):
-                            mem[o + i * C + j] += aik * mem[ob + k * N + j]
-        elif code == SUM0:
-            oa = offsets[a]
-            Ra = rows[a]
-            for j in range(C):
-                acc = np.int64(0)
-                for i in range(Ra):
-                    acc += mem[oa + i * C + j]
-                mem[o + j] = acc
-        elif code == TRANSPOSE:
-            oa = offsets[a]
-            for i in range(R):
-                for j in range(C):
-                    mem[o + i * C + j] = mem[oa + j * R + i]
-        elif code == ZEROS:
-            for e in range(R * C):
-                mem[o + e] = 0
-        elif code == WHERE_NUMBERS:
-            oc = offsets[ops[n, COL_PARAMS]]
-            oa = offsets[a]
-            ob = offsets[b]
-            for i in range(R):
-                for j in range(C):
-                    ia = (i if rows[a] > 1 else 0) * cols[a] + (j if cols[a] > 1 else 0)
-                    ib = (i if rows[b] > 1 else 0) * cols[b] + (j if cols[b] > 1 else 0)
-                    fmem[o + i * C + j] = fmem[oa + ia] if mem[oc + i * C + j] != 0 else fmem[ob + ib]
-        elif code == DYADIC:
-            oa = offsets[a]
-            scale = 2.0 ** ops[n, COL_PARAMS]
-            for i in range(R):
-                for j in range(C):
-                    ia = (i if rows[a] > 1 else 0) * cols[a] + (j if cols[a] > 1 else 0)
-                    mem[o + i * C + j] = np.int64(fmem[oa + ia] * scale)  # k * 2**-frac: exact
-        elif code == CAST:
-            shift = ops[n, COL_PARAMS]
-            rounding = ops[n, COL_PARAMS + 1]
-            overflow = ops[n, COL_PARAMS + 2]
-            lo = ops[n, COL_PARAMS + 3]
-            hi = ops[n, COL_PARAMS + 4]
-            word = ops[n, COL_PARAMS + 5]
-            signed = ops[n, COL_PARAMS + 6]
-            first_word = ops[n, COL_WORDS]
-            fmt_min = -(np.int64(1) << (word - 1)) if signed else np.int64(0)
-            fmt_max = (np.int64(1) << (word - 1)) - 1 if signed else (np.int64(1) << word) - 1
-            oa = offsets[a]
-            for e in range(R * C):
-                v = mem[oa + e]
-                r = v
-                saturated = False
+        if code == CAST:  # input and output share one layout: element e of one is element e of the other
+            size = R * C
+            src = mem[offsets[a]:offsets[a] + size]
+            dst = mem[o:o + size]
+            shift = ops[n, COL_SHIFT]
+            lo = ops[n, COL_LO]
+            hi = ops[n, COL_HI]
+            overflow = ops[n, COL_OVERFLOW]
+            wrap_offset = ops[n, COL_WRAP_OFFSET]
+            wrap_mask = ops[n, COL_WRAP_MASK]
+            base = ops[n, COL_BIAS]
+            sign_bias = ops[n, COL_SIGN_BIAS]
+            odd_bias = ops[n, COL_ODD_BIAS]
+            stochastic = ops[n, COL_ROUNDING] == STOCH
+            if not count and not stochastic:
+                # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
+                # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0
                 if shift > 0:
-                    floor = v >> shift
-                    dropped = v & ((np.int64(1) << shift) - 1)
-                    half = np.int64(1) << (shift - 1)
-                    up = False
-                    if dropped != 0:
-                        if rounding == TRN_INF:
-                            up = True
-                        elif rounding == TRN_ZERO:
-                            up = v < 0
-                        elif rounding == RND:
-                            up = dropped >= half
-                        elif rounding == RND_MIN_INF:
-                            up = dropped > half
-                        elif rounding == RND_ZERO:
-                            up = dropped > half or (dropped == half and v < 0)
-                        elif rounding == RND_INF:
-                            up = dropped > half or (dropped == half and v >= 0)
-                        elif rounding == RND_CONV:
-                            up = dropped > half or (dropped == half and (floor & 1) == 1)
-                        elif rounding == STOCH:
+                    for e in range(size):
+                        v = src[e]
+                        dst[e] = (v + base - sign_bias * (v >> 63) + odd_bias * ((v >> shift) & 1)) >> shift
+                else:
+                    for e in range(size):
+                        dst[e] = src[e] << (-shift)
+                if overflow == WRAP:  # the low word bits, two's complement when signed
+                    for e in range(size):
+                        dst[e] = ((dst[e] + wrap_offset) & wrap_mask) - wrap_offset
+                elif overflow == SAT_ZERO:
+                    for e in range(size):
+                        r = dst[e]
+                        dst[e] = 0 if (r < lo or r > hi) else r
+                else:  # SAT, SAT_SYM
+                    for e in range(size):
+                        dst[e] = min(max(dst[e], lo), hi)
+            else:  # STOCH, or counting: one element at a time
+                fmt_min = ops[n, COL_FMT_MIN]
+                fmt_max = ops[n, COL_FMT_MAX]
+                first_word = ops[n, COL_FIRST_WORD]
+                for e in range(size):
+                    v = src[e]
+                    saturated = False
+                    if shift > 0:
+                        floor = v >> shift
+                        dropped = v & ((np.int64(1) << shift) - 1)
+                        if stochastic:  # up when the element's word is below dropped * 2**(64 - shift)
                             threshold = np.uint64(dropped) << np.uint64(64 - shift)
-                            up = words[first_word + e] < threshold
-                    r = floor + 1 if up else floor
-                    if count:  # STOCH: the exact value outside the format's range; else the rounded one
-                        if rounding == STOCH:
+                            r = floor + 1 if (dropped != 0 and words[first_word + e] < threshold) else floor
+                            # saturated: the exact value outside the format's range
                             saturated = floor + (1 if dropped != 0 else 0) > fmt_max or floor < fmt_min
                         else:
+                            r = (v + base - sign_bias * (v >> 63) + odd_bias * (floor & 1)) >> shift
                             saturated = r < lo or r > hi
-                else:
-                    if shift < 0:
+                    else:
                         r = v << (-shift)
+                        saturated = (r > fmt_max or r < fmt_min) if stochastic else (r < lo or r > hi)
+                    if r < lo or r > hi:
+                        if overflow == WRAP:
+                            r = ((r + wrap_offset) & wrap_mask) - wrap_offset
+                        elif overflow == SAT_ZERO:
+                            r = 0
+                        else:
+                            r = min(max(r, lo), hi)
+                    dst[e] = r
                     if count:
-                        saturated = (r > fmt_max or r < fmt_min) if rounding == STOCH else (r < lo or r > hi)
-                if r < lo or r > hi:
-                    if overflow == SAT or overflow == SAT_SYM:
-                        r = lo if r < lo else hi
-                    elif overflow == SAT_ZERO:
-                        r = 0
-                    else:  # WRAP: the low word bits, two's complement when signed
-                        r = r & ((np.int64(1) << word) - 1)
-                        if signed and r >= (np.int64(1) << (word - 1)):
-                            r -= np.int64(1) << word
-                mem[o + e] = r
-                if count:
-                    if v != 0:
-                        counts[n, COUNT_NONZERO] += 1
-                        if r == 0:
-                            counts[n, COUNT_UNDERFLOWED] += 1
-                    if saturated:
-                        counts[n, COUNT_SATURATED] += 1
-        elif code == AND or code == OR:
+                        if v != 0:
+                            counts[n, COUNT_NONZERO] += 1
+                            if r == 0:
+                                counts[n, COUNT_UNDERFLOWED] += 1
+                        if saturated:
+                            counts[n, COUNT_SATURATED] += 1
+        elif code == MATMUL:  # out(i, j) = sum_k A(i, k) B(k, j); the loop order follows the layouts
+            K = cols[a]
             oa = offsets[a]
             ob = offsets[b]
-            for e in range(R * C):
-                x = mem[oa + e] != 0
-                y = mem[ob + e] != 0
-                mem[o + e] = (x and y) if code == AND else (x or y)
-        else:  # elementwise on aligned operands, numpy's broadcasting of rows and columns
+            a_r, a_c = rstride[a], cstride[a]
+            b_r, b_c = rstride[b], cstride[b]
+            o_r, o_c = rstride[out], cstride[out]
+            narrow = ops[n, COL_NARROW] == 1  # both operands' formats fit int32 (the trace decided)
+            if o_r == 1 and a_r == 1 and R > 1:  # out and A contiguous along i (the batch): axpy down columns
+                for j in range(C):
+                    dst = mem[o + j * o_c:o + j * o_c + R]
+                    dst[:] = 0
+                    for k in range(K):
+                        bkj = mem[ob + k * b_r + j * b_c]
+                        if bkj != 0:
+                            src = mem[oa + k * a_c:oa + k * a_c + R]
+                            if narrow:  # int32 x int32 -> int64: the same products, twice as fast
+                                b32 = np.int64(np.int32(bkj))
+                                for i in range(R):
+                                    dst[i] += np.int64(np.int32(src[i])) * b32
+                            else:
+                                for i in range(R):
+                                    dst[i] += src[i] * bkj
+            elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
+                for i in range(R):
+                    row = mem[oa + i * a_r:oa + i * a_r + K]
+                    for j in range(C):
+                        column = mem[ob + j * b_c:ob + j * b_c + K]
+                        acc = np.int64(0)
+                        if narrow:
+                            for k in range(K):
+                                acc += np.int64(np.int32(row[k])) * np.int64(np.int32(column[k]))
+                        else:
+                            for k in range(K):
+                                acc += row[k] * column[k]
+                        mem[o + i * o_r + j * o_c] = acc
+            elif o_c == 1 and b_c == 1:  # out and B contiguous along j (row-major): axpy along rows
+                for i in range(R):
+                    dst = mem[o + i * o_r:o + i * o_r + C]
+                    dst[:] = 0
+                    for k in range(K):
+                        aik = mem[oa + i * a_r + k * a_c]
+                        if aik != 0:
+                            src = mem[ob + k * b_r:ob + k * b_r + C]
+                            for j in range(C):
+                                dst[j] += aik * src[j]
+            else:
+                for i in range(R):
+                    for j in range(C):
+                        acc = np.int64(0)
+                        for k in range(K):
+                            acc += mem[oa + i * a_r + k * a_c] * mem[ob + k * b_r + j * b_c]
+                        mem[o + i * o_r + j * o_c] = acc
+        elif code == SUM0:  # out(0, j) = sum_i A(i, j)
+            oa = offsets[a]
+            Ra = rows[a]
+            a_r, a_c = rstride[a], cstride[a]
+            for j in range(C):
+                acc = np.int64(0)
+                if a_r == 1:
+                    column = mem[oa + j * a_c:oa + j * a_c + Ra]
+                    for i in range(Ra):
+                        acc += column[i]
+                else:
+                    for i in range(Ra):
+                        acc += mem[oa + i * a_r + j * a_c]
+                mem[o + j * cstride[out]] = acc
+        elif code == ZEROS:
+            mem[o:o + R * C] = 0
+        else:
+            # elementwise, with numpy's broadcasting (a stride of 0): the inner loop runs along
+            # the output's contiguous axis
+            c = ops[n, COL_COND]
+            a_r = rstride[a] if rows[a] > 1 else 0
+            a_c = cstride[a] if cols[a] > 1 else 0
+            b_r = 0 if b < 0 else (rstride[b] if rows[b] > 1 else 0)
+            b_c = 0 if b < 0 else (cstride[b] if cols[b] > 1 else 0)
+            c_r = rstride[c] if rows[c] > 1 else 0
+            c_c = cstride[c] if cols[c] > 1 else 0
+            if rstride[out] == 1 and R > 1:  # column-major: columns outer, rows inner
+                n_outer, n_inner, o_step = C, R, cstride[out]
+                a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_c, a_r, b_c, b_r, c_c, c_r
+            else:
+                n_outer, n_inner, o_step = R, C, rstride[out]
+                a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_r, a_c, b_r, b_c, c_r, c_c
             sa = ops[n, COL_SHIFT_A]
             sb = ops[n, COL_SHIFT_B]
-            oa = offsets[a]
-            ob = offsets[b]
-            oc = offsets[ops[n, COL_PARAMS]] if code == WHERE else 0
-            for i in range(R):
-                for j in range(C):
-                    x = mem[oa + (i if rows[a] > 1 else 0) * cols[a] + (j if cols[a] > 1 else 0)] << sa
-                    y = mem[ob + (i if rows[b] > 1 else 0) * cols[b] + (j if cols[b] > 1 else 0)] << sb
+            for u in range(n_outer):
+                po = o + u * o_step
+                pa = offsets[a] + u * a_outer
+                pb = (offsets[b] if b >= 0 else 0) + u * b_outer
+                pc = offsets[c] + u * c_outer
+                done = True
+                if code == DYADIC:  # k * 2**-frac as the raw integer k: exact
+                    scale = 2.0 ** ops[n, COL_FRAC]
+                    dst = mem[po:po + n_inner]
+                    if a_inner == 1:
+                        numbers = fmem[pa:pa + n_inner]
+                        for v in range(n_inner):
+                            dst[v] = np.int64(numbers[v] * scale)
+                    else:
+                        for v in range(n_inner):
+                            dst[v] = np.int64(fmem[pa + v * a_inner] * scale)
+                elif code == WHERE_NUMBERS:
+                    fdst = fmem[po:po + n_inner]
+                    if c_inner == 1 and a_inner == 0 and b_inner <= 1:  # where(cond, number, numbers)
+                        cond = mem[pc:pc + n_inner]
+                        first = fmem[pa]
+                        if b_inner == 0:
+                            second = fmem[pb]
+                            for v in range(n_inner):
+                                fdst[v] = first if cond[v] != 0 else second
+                        else:
+                            seconds = fmem[pb:pb + n_inner]
+                            for v in range(n_inner):
+                                fdst[v] = first if cond[v] != 0 else seconds[v]
+                    else:
+                        for v in range(n_inner):
+                            fdst[v] = fmem[pa + v * a_inner] if mem[pc + v * c_inner] != 0 else fmem[pb + v * b_inner]
+                elif a_inner == 1 and b_inner == 0:  # against one value (a constant, or a broadcast)
+                    dst = mem[po:po + n_inner]
+                    x = mem[pa:pa + n_inner]
+                    y = mem[pb] << sb
                     if code == ADD:
-                        r = x + y
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) + y
                     elif code == SUB:
-                        r = x - y
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) - y
                     elif code == MUL:
-                        r = x * y
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) * y
                     elif code == MAXIMUM:
-                        r = x if x >= y else y
+                        for v in range(n_inner):
+                            dst[v] = max(x[v] << sa, y)
                     elif code == MINIMUM:
-                        r = x if x <= y else y
-                    elif code == WHERE:
-                        r = x if mem[oc + i * C + j] != 0 else y
+                        for v in range(n_inner):
+                            dst[v] = min(x[v] << sa, y)
                     elif code == GT:
-                        r = 1 if x > y else 0
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) > y
                     elif code == LT:
-                        r = 1 if x < y else 0
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) < y
                     elif code == GE:
-                        r = 1 if x >= y else 0
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) >= y
                     elif code == LE:
-                        r = 1 if x <= y else 0
-                    else:  # EQ (the last code)
-                        r = 1 if x == y else 0
-                    mem[o + i * C + j] = r
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) <= y
+                    elif code == EQ:
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) == y
+                    else:
+                        done = False
+                elif a_inner == 1 and b_inner == 1 and code <= MUL:  # ADD, SUB, MUL of two slices
+                    dst = mem[po:po + n_inner]
+                    x = mem[pa:pa + n_inner]
+                    y = mem[pb:pb + n_inner]
+                    if code == ADD:
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) + (y[v] << sb)
+                    elif code == SUB:
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) - (y[v] << sb)
+                    else:
+                        for v in range(n_inner):
+                            dst[v] = (x[v] << sa) * (y[v] << sb)
+                else:
+                    done = False
+                if not done:  # every code, one element at a time (strided or broadcast operands)
+                    for v in range(n_inner):
+                        x = mem[pa + v * a_inner] << sa
+                        y = mem[pb + v * b_inner] << sb
+                        if code == ADD:
+                            r = x + y
+                        elif code == SUB:
+                            r = x - y
+                        elif code == MUL:
+                            r = x * y
+                        elif code == MAXIMUM:
+                            r = max(x, y)
+                        elif code == MINIMUM:
+                            r = min(x, y)
+                        elif code == WHERE:
+                            r = x if mem[pc + v * c_inner] != 0 else y
+                        elif code == GT:
+                            r = 1 if x > y else 0
+                        elif code == LT:
+                            r = 1 if x < y else 0
+                        elif code == GE:
+                            r = 1 if x >= y else 0
+                        elif code == LE:
+                            r = 1 if x <= y else 0
+                        elif code == EQ:
+                            r = 1 if x == y else 0
+                        elif code == AND:
+                            r = 1 if (x != 0 and y != 0) else 0
+                        elif code == OR:
+                            r = 1 if (x != 0 or y != 0) else 0
+                        else:
+                            raise ValueError("run_program: an operation code this kernel does not know")
+                        mem[po + v] = r
+
+
+def batch_axes(program) -> list[int | None]:
+    """Which axis of each buffer runs along the batch (0: rows, 1: columns, None: neither):
+    x and y along rows, and every value computed from them sample by sample likewise."""
+    axis: list[int | None] = [None] * len(program.shapes)
+    for name, buf, _ in program.inputs:
+        if name in ("x", "y"):
+            axis[buf] = 0
+    for op in program.ops:
+        if op.code == TRANSPOSE:
+            axis[op.out] = None if axis[op.a] is None else 1 - axis[op.a]
+        elif op.code == MATMUL:
+            axis[op.out] = 0 if axis[op.a] == 0 else (1 if axis[op.b] == 1 else None)
+        elif op.code in (CAST, DYADIC):
+            axis[op.out] = axis[op.a]
+        elif op.code == WHERE_NUMBERS:
+            axis[op.out] = axis[op.params[0]]
+        elif op.code not in (SUM0, ZEROS):
+            full = [v for v in (op.a, op.b) if v >= 0 and program.shapes[v] == program.shapes[op.out]]
+            axis[op.out] = next((axis[v] for v in full if axis[v] is not None), None)
+    return axis
 
 
 class ProgramRunner:
     """A traced step laid out for ``run_program``: the operation table, the workspaces (constants
-    written once) and where each input and output lives. ``run`` executes one step."""
+    written once), each buffer's offset and strides, and where each input and output lives.
+    ``run`` executes one step."""
 
     def __init__(self, step: TracedStep, kernel) -> None:
         program = step.program
         self.step, self.kernel = step, kernel
+        n_buffers = len(program.shapes)
         sizes = [r * c for r, c in program.shapes]
         self.rows = np.array([r for r, _ in program.shapes], dtype=np.int64)
         self.cols = np.array([c for _, c in program.shapes], dtype=np.int64)
-        self.offsets = np.zeros(len(sizes), dtype=np.int64)
+        self.rstride = np.zeros(n_buffers, dtype=np.int64)
+        self.cstride = np.zeros(n_buffers, dtype=np.int64)
+        self.offsets = np.zeros(n_buffers, dtype=np.int64)
+        axis = batch_axes(program)
+        views = {op.out: op.a for op in program.ops if op.code == TRANSPOSE}
         used = {"i": 0, "f": 0}
         for buf, (size, kind) in enumerate(zip(sizes, program.kinds)):
+            rows, cols = program.shapes[buf]
+            if buf in views:  # a transpose: the same memory, strides swapped
+                source = views[buf]
+                self.offsets[buf] = self.offsets[source]
+                self.rstride[buf], self.cstride[buf] = self.cstride[source], self.rstride[source]
+                continue
             self.offsets[buf] = used[kind]
             used[kind] += size
+            if axis[buf] == 0 and rows > 1:  # along the batch: column-major
+                self.rstride[buf], self.cstride[buf] = 1, rows
+            else:
+                self.rstride[buf], self.cstride[buf] = cols, 1
         self.mem = np.zeros(used["i"], dtype=np.int64)
         self.fmem = np.zeros(used["f"], dtype=np.float64)
         for buf, values in program.int_constants.items():
-            self.mem[self.offsets[buf]:self.offsets[buf] + sizes[buf]] = values.ravel()
+            self.mem[self.index(buf)] = values.ravel()
         for buf, values in program.float_constants.items():
-            self.fmem[self.offsets[buf]:self.offsets[buf] + sizes[buf]] = values.ravel()
-        self.ops = np.zeros((len(program.ops), OP_COLUMNS), dtype=np.int64)
-        self.stochastic_sizes: list[int] = []
-        words = 0
-        for n, op in enumerate(program.ops):
-            self.ops[n, :COL_PARAMS] = (op.code, op.out, op.a, op.b, op.shift_a, op.shift_b)
-            self.ops[n, COL_PARAMS:COL_PARAMS + len(op.params)] = op.params
-            if op.code == CAST and op.params[1] == STOCH and op.params[0] > 0:
-                self.ops[n, COL_WORDS] = words
-                words += sizes[op.a]
-                self.stochastic_sizes.append(sizes[op.a])
-        self.words = np.zeros(words, dtype=np.uint64)
-        self.counts = np.zeros((len(program.ops), 3), dtype=np.int64)
-        self.cast_ops = [(n, op) for n, op in enumerate(program.ops) if op.code == CAST]
-        # the inputs were the first buffers made: one contiguous block at the start of ``mem``
-        assert [buf for _, buf, _ in program.inputs] == list(range(len(program.inputs)))
-        self.input_words = sum(sizes[buf] for _, buf, _ in program.inputs)
-        # the outputs, gathered by one index; each output a view of the gathered copy
-        self.output_index = np.concatenate([np.arange(self.offsets[buf], self.offsets[buf] + sizes[buf])
-                                            for buf, _, _ in program.outputs])
+            self.fmem[self.index(buf)] = values.ravel()
+        self.ops, self.stochastic = self._table(program, sizes)
+        self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
+        self.counts = np.zeros((len(self.ops), 3), dtype=np.int64)
+        # the inputs are written, and the outputs gathered, by one index each (row-major order)
+        self.input_index = np.concatenate([self.index(buf) for _, buf, _ in program.inputs])
+        self.output_index = np.concatenate([self.index(buf) for buf, _, _ in program.outputs])
         ends = np.cumsum([sizes[buf] for buf, _, _ in program.outputs])
         self.output_slices = [(int(end - sizes[buf]), int(end), shape)
                               for end, (buf, _, shape) in zip(ends, program.outputs)]
+
+    def index(self, buf: int) -> np.ndarray:
+        """Where buffer ``buf``'s elements live in its workspace, in row-major order."""
+        rows, cols = int(self.rows[buf]), int(self.cols[buf])
+        return (self.offsets[buf] + np.arange(rows)[:, None] * self.rstride[buf]
+                + np.arange(cols)[None, :] * self.cstride[buf]).ravel()
+
+    def _table(self, program, sizes) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
+        """The operation table (transposes are views: no row) and the stochastic casts in the order
+        they run (rows, number of words, whether the buffer is column-major)."""
+        ops = [op for op in program.ops if op.code != TRANSPOSE]
+        table = np.zeros((len(ops), OP_COLUMNS), dtype=np.int64)
+        self.cast_rows = []
+        stochastic, words = [], 0
+        for n, op in enumerate(ops):
+            table[n, :COL_COND] = (op.code, op.out, op.a, op.b, op.shift_a, op.shift_b)
+            if op.code in (WHERE, WHERE_NUMBERS):
+                table[n, COL_COND] = op.params[0]
+            elif op.code == DYADIC:
+                table[n, COL_FRAC] = op.params[0]
+            elif op.code == MATMUL:
+                table[n, COL_NARROW] = op.params[0]
+            elif op.code == CAST:
+                shift, rounding, overflow, lo, hi, word, signed = op.params
+                fmt = op.fmt
+                base, sign_bias, odd_bias = rounding_bias(list(Rounding)[rounding], shift) if shift > 0 else (0, 0, 0)
+                table[n, COL_SHIFT:COL_FIRST_WORD] = (
+                    shift, rounding, overflow, lo, hi, fmt.raw_min, fmt.raw_max,
+                    (1 << (word - 1)) if signed else 0, (1 << word) - 1, base, sign_bias, odd_bias)
+                self.cast_rows.append((n, op))
+                if rounding == STOCH and shift > 0:
+                    table[n, COL_FIRST_WORD] = words
+                    words += sizes[op.a]
+                    rows = int(self.rows[op.a])
+                    stochastic.append((rows, sizes[op.a], rows > 1 and self.rstride[op.a] == 1))
+        return table, stochastic
+
+    def _draw_words(self, rng) -> None:
+        """One word per element, cast by cast, as the stepwise path draws them (row-major), stored
+        in the memory order of each cast's buffer."""
+        start = 0
+        for rows, size, colmajor in self.stochastic:
+            drawn = q.random_words(rng, (size,))
+            if colmajor:
+                drawn = drawn.reshape(rows, size // rows).T.ravel()
+            self.words[start:start + size] = drawn
+            start += size
 
     def report_counts(self, counter) -> None:
         """Give the last counted run's cast counts to ``counter.add_counts(role, layer, fmt, count,
         nonzero, saturated, underflowed)``, in the order the casts ran (exact casts after them)."""
         sizes = self.rows * self.cols
-        for n, op in self.cast_ops:
+        for n, op in self.cast_rows:
             nonzero, saturated, underflowed = (int(c) for c in self.counts[n])
             counter.add_counts(op.role, op.layer, op.fmt, int(sizes[op.a]), nonzero, saturated, underflowed)
         for role, layer, buf, fmt in self.step.program.exact_casts:
-            values = self.mem[self.offsets[buf]:self.offsets[buf] + sizes[buf]]
+            values = self.mem[self.index(buf)]
             counter.add_counts(role, layer, fmt, int(sizes[buf]), int(np.count_nonzero(values)), 0, 0)
 
     def run(self, raws: list[np.ndarray], rng=None, count: bool = False) -> list[np.ndarray]:
         """One step on the inputs' raw integers (int64, in ``program.inputs`` order); returns the
         outputs' raw integers (int64 arrays of their shapes), in ``program.outputs`` order."""
-        np.concatenate([np.ravel(raw) for raw in raws], out=self.mem[:self.input_words], casting="same_kind")
-        if self.stochastic_sizes:  # one word per element, cast by cast, as the stepwise path draws them
-            self.words[:] = np.concatenate([q.random_words(rng, (size,)) for size in self.stochastic_sizes])
+        self.mem[self.input_index] = np.concatenate([np.ravel(raw) for raw in raws])
+        if self.stochastic:
+            self._draw_words(rng)
         if count:
             self.counts[:] = 0
-        self.kernel(self.ops, self.offsets, self.rows, self.cols, self.mem, self.fmem, self.words,
-                    self.counts, count)
+        self.kernel(self.ops, self.offsets, self.rows, self.cols, self.rstride, self.cstride, self.mem,
+                    self.fmem, self.words, self.counts, count)
         gathered = self.mem[self.output_index]
         return [gathered[start:end].reshape(shape) for start, end, shape in self.output_slices]
 
@@ -282,19 +508,34 @@ class NumbaStep:
         self.runner = ProgramRunner(step, kernel)
         self.net, self.update, self.momentum = step.net, step.update, step.momentum
         self.formats = [fmt for _, fmt, _ in step.program.outputs]
-        self.uses_rng = bool(self.runner.stochastic_sizes)
+        self.input_formats = [fmt for _, _, fmt in step.program.inputs]
+        self.uses_rng = bool(self.runner.stochastic)
+
+    def accepts(self, params, velocity=None) -> bool:
+        """True when the parameters (and velocities) are in the formats the program was traced
+        for (their roles'); values in other formats are computed on the step-by-step path."""
+        values = [v for p in params for v in (p.weight, p.bias)]
+        if self.momentum:
+            values += [v for p in velocity for v in (p.weight, p.bias)]
+        return all(getattr(v, "fmt", None) == fmt for v, fmt in zip(values, self.input_formats))
 
     def outputs(self, params, x, y, velocity=None, rng=None, counter=None) -> list[FixedArray]:
         """Every result of one step, in ``TracedStep`` order: per layer (weight_grad, bias_grad);
         with update the new (weight, bias) per layer, then the new velocities; last the output.
-        ``counter`` (``add_counts``, e.g. a counts-only RangeCollector) receives every cast's counts."""
+        ``counter`` (``add_counts``, e.g. a counts-only RangeCollector) receives every cast's counts.
+        Every value must be in its role's format (``accepts``); anything else is refused."""
         values = [v for p in params for v in (p.weight, p.bias)]
         if self.momentum:
             values += [v for p in velocity for v in (p.weight, p.bias)]
+        values += [x, y]
+        for v, fmt, (name, _, _) in zip(values, self.input_formats, self.runner.step.program.inputs):
+            if getattr(v, "fmt", None) != fmt:
+                raise ModeError(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
+                                f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
-        outputs = self.runner.run([v.raw for v in values] + [x.raw, y.raw], rng, count=counter is not None)
+        outputs = self.runner.run([v.raw for v in values], rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
         return [FixedArray._trusted(raw, fmt) for raw, fmt in zip(outputs, self.formats)]

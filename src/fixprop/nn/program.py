@@ -61,8 +61,10 @@ class Op:
     """One operation: ``out = code(a << shift_a, b << shift_b)``; ``params`` for casts and constants.
 
     Buffers are indices into :attr:`Program.shapes`; ``b`` is -1 for unary operations. A cast's
-    params: (shift right (> 0) or left (< 0), rounding code, overflow code, lo, hi, word, signed);
-    DYADIC's: (frac,); role and layer name the cast (for counting and for reading the program).
+    params: (shift right (> 0) or left (< 0), rounding code, overflow code, lo, hi, word, signed),
+    where [lo, hi] is the range the overflow mode keeps; MATMUL's: (1 when both operands' raw
+    integers fit int32, which multiplies faster, else 0,); DYADIC's: (frac,); WHERE's and
+    WHERE_NUMBERS': (condition buffer,). role and layer name a cast (for counting and reading).
     """
 
     code: int
@@ -112,6 +114,11 @@ class Program:
             lines.append(f"b{op.out} {self.shapes[op.out]} = {OP_NAMES[op.code]}({operands}) "
                          f"{op.params or ''} {op.fmt or ''}{cast}".rstrip())
         return "\n".join(lines)
+
+
+def _fits_int32(fmt: QFormat) -> bool:
+    """True when every raw integer of ``fmt`` fits a signed 32-bit integer."""
+    return fmt.word <= (32 if fmt.signed else 31)
 
 
 def _as_2d(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -167,7 +174,9 @@ class PSym:
 
     def __matmul__(self, other: "PSym") -> "PSym":
         shape = self.shape[:-1] + other.shape[1:]
-        return self._emit(MATMUL, matmul_format(self.fmt, other.fmt, self.shape[-1]), shape, self, other)
+        result = self._emit(MATMUL, matmul_format(self.fmt, other.fmt, self.shape[-1]), shape, self, other)
+        self.program.ops[-1].params = (int(_fits_int32(self.fmt) and _fits_int32(other.fmt)),)
+        return result
 
     def sum(self, axis: int = 0) -> "PSym":
         if axis != 0 or self.ndim != 2:
@@ -322,7 +331,7 @@ class _ProgramArithmetic:
         lo, hi = q.overflow_bounds(dst, spec.overflow)
         out = self.program.buffer(x.shape)
         params = (plan.shift, ROUNDING_CODE[spec.rounding], OVERFLOW_CODE[spec.overflow], lo, hi, dst.word,
-                  int(dst.signed), int(plan.may_overflow))
+                  int(dst.signed))
         self.program.ops.append(Op(CAST, out, x.buf, params=params, fmt=dst, role=role, layer=layer))
         return PSym(self.program, out, dst, x.shape)
 
