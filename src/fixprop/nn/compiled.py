@@ -423,12 +423,29 @@ class CompiledStep:
     source: str
     formats: list[QFormat | None]
     uses_rng: bool
+    input_formats: list[QFormat | None]
+
+    def accepts(self, params: Sequence[LayerParams], velocity: Any = None) -> bool:
+        """True when the parameters (and velocities) are in the formats the step was compiled for
+        (their roles'); values in other formats are computed on the step-by-step path."""
+        if self.datapath is None:
+            return True
+        values = [v for p in params for v in (p.weight, p.bias)]
+        if self.momentum:
+            values += [v for p in velocity for v in (p.weight, p.bias)]
+        return all(getattr(v, "fmt", None) == fmt for v, fmt in zip(values, self.input_formats))
 
     def _run(self, params: Sequence[LayerParams], x: Any, y: Any, velocity: Any, rng: Any) -> list:
-        args = [_raw_input(v, self.datapath) for p in params for v in (p.weight, p.bias)]
+        values = [v for p in params for v in (p.weight, p.bias)]
         if self.momentum:
-            args += [_raw_input(v, self.datapath) for p in velocity for v in (p.weight, p.bias)]
-        args += [_raw_input(x, self.datapath), _raw_input(y, self.datapath)]
+            values += [v for p in velocity for v in (p.weight, p.bias)]
+        values += [x, y]
+        if self.datapath is not None:
+            for v, fmt in zip(values, self.input_formats):
+                if getattr(v, "fmt", None) != fmt:
+                    raise ModeError(f"a value in format {getattr(v, 'fmt', type(v).__name__)} where this step was "
+                                    f"compiled for {fmt} (its role's format): cast it, or use the step-by-step path")
+        args = [_raw_input(v, self.datapath) for v in values]
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
@@ -533,10 +550,12 @@ def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool =
     momentum = update and (datapath.momentum is not None if datapath is not None else settings.momentum != 0)
     sizes = net.layer_sizes
     names: list[str] = []
+    input_formats: list[QFormat | None] = []
 
     def placeholder(name: str, role: str, shape: tuple[int, ...], layer: int | None = None) -> Sym:
         fmt = None if datapath is None else datapath.cast_for(role, layer).fmt
         names.append(name)
+        input_formats.append(fmt)
         return Sym(code, name, fmt, shape, _kind(fmt))
 
     def layer_placeholders(prefix: str, role_w: str, role_b: str) -> list[LayerParams]:
@@ -563,4 +582,4 @@ def compile_step(net: MLP, datapath: Datapath | None, batch: int, update: bool =
     namespace = dict(code.constants)
     exec(compile(source, f"<fixprop compiled {net.layer_sizes} batch {batch}>", "exec"), namespace)
     return CompiledStep(net, datapath, batch, update, momentum, namespace["step"], source,
-                        [v.fmt for v in outputs], ar.rng_used)
+                        [v.fmt for v in outputs], ar.rng_used, input_formats)

@@ -298,7 +298,7 @@ class Model:
         """[(weight_grad, bias_grad), ...] of one batch, by the compiled step when available."""
         x_q, y_q = self._data(x, y)
         step = self._compiled(np.shape(x_q)[0], update=False)
-        if step is None:
+        if step is None or not step.accepts(self.params, self.velocity):
             return [(g.weight_grad, g.bias_grad) for g in self.net.backward(
                 self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
         return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None),
@@ -309,7 +309,7 @@ class Model:
         ar = self.arithmetic
         x_q, y_q = self._data(x, y)
         step = self._compiled(np.shape(x_q)[0], update=True)
-        if step is not None:
+        if step is not None and step.accepts(self.params, self.velocity):
             self.params, self.velocity, output = step.train_step(self.params, x_q, y_q, self.velocity,
                                                                  getattr(ar, "rng", None), **self._counting())
         else:
