@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fixprop import Datapath, FixedArray
-from fixprop.errors import ModeError
+from fixprop.errors import NotInRoleFormat
 from fixprop.nn import MLP, FixedArithmetic, LayerParams
 from fixprop.nn.compiled import compile_step
 
@@ -59,5 +59,5 @@ def test_a_step_called_directly_refuses_parameters_in_another_format():
     for step in (numba_step(net, dp, 2, update=True), compile_step(net, dp, 2, update=True)):
         assert step is not None and not step.accepts(params)
         assert step.accepts(net.params_in(ar, net.init_params()))
-        with pytest.raises(ModeError, match="s20.14"):
+        with pytest.raises(NotInRoleFormat, match="s20.14"):
             step.gradients(params, x, y)

@@ -25,6 +25,8 @@ momentum        velocity v = mu v + gradient (only when momentum is used)
 
 from __future__ import annotations
 
+import functools
+
 import math
 import sys
 from dataclasses import dataclass, field, replace
@@ -90,7 +92,7 @@ class RoleCast:
         fmt = QFormat.parse(fmt)
         return cls(fmt.word, fmt.frac, fmt.signed, Rounding.parse(rounding), Overflow.parse(overflow))
 
-    @property
+    @functools.cached_property
     def fmt(self) -> QFormat | None:
         """The target format, or None when word or frac is full (it then depends on the input)."""
         if self.word is None or self.frac is None:

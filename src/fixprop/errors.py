@@ -20,6 +20,11 @@ class ModeError(FixpropError, ValueError):
     """An unknown rounding or overflow mode name, or a mode used without what it needs."""
 
 
+class NotInRoleFormat(FixpropError, ValueError):
+    """A compiled step was given a value in a format other than its role's (the one it was
+    compiled for); the step-by-step path computes such values exactly as given."""
+
+
 class RangeError(FixpropError, ValueError):
     """A raw integer does not fit its format and no overflow mode was asked for."""
 

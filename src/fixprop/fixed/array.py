@@ -106,7 +106,17 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = None
+        out._float_cache = out._max_abs_cache = out._sq_cache = None
+        return out
+
+    @classmethod
+    def _trusted_int64(cls, raw: np.ndarray, fmt: QFormat) -> "FixedArray":
+        """Wrap a read-only int64 array (which fixprop owns) of raw integers already known to be in
+        range of ``fmt``, a format that fits int64: the compiled steps' outputs."""
+        out = object.__new__(cls)
+        out._ints = raw
+        out._fmt = fmt
+        out._float_cache = out._max_abs_cache = out._sq_cache = None
         return out
 
     @classmethod

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import FixpropError, ModeError
+from fixprop.errors import FixpropError, ModeError, NotInRoleFormat
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray, constant_raw
 from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs
@@ -443,7 +443,7 @@ class CompiledStep:
         if self.datapath is not None:
             for v, fmt in zip(values, self.input_formats):
                 if getattr(v, "fmt", None) != fmt:
-                    raise ModeError(f"a value in format {getattr(v, 'fmt', type(v).__name__)} where this step was "
+                    raise NotInRoleFormat(f"a value in format {getattr(v, 'fmt', type(v).__name__)} where this step was "
                                     f"compiled for {fmt} (its role's format): cast it, or use the step-by-step path")
         args = [_raw_input(v, self.datapath) for v in values]
         if self.uses_rng and not q.is_random_source(rng):

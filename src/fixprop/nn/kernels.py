@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import ModeError
+from fixprop.errors import ModeError, NotInRoleFormat
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed.modes import Overflow, Rounding
@@ -38,6 +38,8 @@ from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATM
  COL_OVERFLOW, COL_LO, COL_HI, COL_FMT_MIN, COL_FMT_MAX, COL_WRAP_OFFSET, COL_WRAP_MASK, COL_BIAS,
  COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW) = range(22)
 OP_COLUMNS = 22
+# Rows of the buffer table.
+BUF_OFFSET, BUF_ROWS, BUF_COLS, BUF_RSTRIDE, BUF_CSTRIDE = range(5)
 # The mode codes the kernel tests (the program's own codes: one place for each).
 STOCH = ROUNDING_CODE[Rounding.STOCH]
 WRAP = OVERFLOW_CODE[Overflow.WRAP]
@@ -66,16 +68,23 @@ def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
     }[rounding]
 
 
-def run_program(ops, offsets, rows, cols, rstride, cstride, mem, fmem, words, counts, count):  # pragma: no cover - compiled
+def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered):  # pragma: no cover - compiled
     """Run every operation of ``ops`` (int64 table, OP_COLUMNS wide) on the workspaces ``mem``
-    (int64 raw values) and ``fmem`` (float64 numbers). Buffer b has shape (rows[b], cols[b]);
-    its element (i, j) lives at ``offsets[b] + i * rstride[b] + j * cstride[b]`` (row-major,
-    column-major, or a transposed view of another buffer). ``words`` (uint64): the STOCH casts'
+    (int64 raw values) and ``fmem`` (float64 numbers). ``buffers`` (int64, 5 rows: offsets,
+    rows, cols, rstride, cstride): buffer b has shape (rows[b], cols[b]) and its element (i, j)
+    lives at ``offsets[b] + i * rstride[b] + j * cstride[b]`` (row-major, column-major, or a
+    transposed view of another buffer). ``words`` (uint64): the STOCH casts'
     random words, in the memory order of each cast's buffer. With ``count``, each cast adds its
-    nonzero/saturated/underflowed counts to ``counts[op]``.
+    nonzero/saturated/underflowed counts to ``counts[op]``. Last, the buffers listed in
+    ``outputs`` are copied one after another, each row-major, into ``gathered``.
 
     Inner loops run over contiguous slices (views), which LLVM vectorizes; a strided or
     broadcast operand takes the element-at-a-time loop."""
+    offsets = buffers[BUF_OFFSET]
+    rows = buffers[BUF_ROWS]
+    cols = buffers[BUF_COLS]
+    rstride = buffers[BUF_RSTRIDE]
+    cstride = buffers[BUF_CSTRIDE]
     for n in range(ops.shape[0]):
         code = ops[n, COL_CODE]
         out = ops[n, COL_OUT]
@@ -358,6 +367,12 @@ def run_program(ops, offsets, rows, cols, rstride, cstride, mem, fmem, words, co
                             raise ValueError("run_program: an operation code this kernel does not know")
                         mem[po + v] = r
 
+    start = 0
+    for buf in outputs:
+        for i in range(rows[buf]):
+            for j in range(cols[buf]):
+                gathered[start + i * cols[buf] + j] = mem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
+        start += rows[buf] * cols[buf]
 
 def batch_axes(program) -> list[int | None]:
     """Which axis of each buffer runs along the batch (0: rows, 1: columns, None: neither):
@@ -383,19 +398,20 @@ def batch_axes(program) -> list[int | None]:
 
 class ProgramRunner:
     """A traced step laid out for ``run_program``: the operation table, the workspaces (constants
-    written once), each buffer's offset and strides, and where each input and output lives.
-    ``run`` executes one step."""
+    written once), each buffer's offset and strides, and a numpy view of each input and output in
+    the workspace. ``run`` executes one step."""
 
     def __init__(self, step: TracedStep, kernel) -> None:
         program = step.program
         self.step, self.kernel = step, kernel
         n_buffers = len(program.shapes)
         sizes = [r * c for r, c in program.shapes]
-        self.rows = np.array([r for r, _ in program.shapes], dtype=np.int64)
-        self.cols = np.array([c for _, c in program.shapes], dtype=np.int64)
-        self.rstride = np.zeros(n_buffers, dtype=np.int64)
-        self.cstride = np.zeros(n_buffers, dtype=np.int64)
-        self.offsets = np.zeros(n_buffers, dtype=np.int64)
+        self.buffers = np.zeros((5, n_buffers), dtype=np.int64)
+        self.rows, self.cols = self.buffers[BUF_ROWS], self.buffers[BUF_COLS]
+        self.offsets, self.rstride, self.cstride = (self.buffers[BUF_OFFSET], self.buffers[BUF_RSTRIDE],
+                                                    self.buffers[BUF_CSTRIDE])
+        self.rows[:] = [r for r, _ in program.shapes]
+        self.cols[:] = [c for _, c in program.shapes]
         axis = batch_axes(program)
         views = {op.out: op.a for op in program.ops if op.code == TRANSPOSE}
         used = {"i": 0, "f": 0}
@@ -415,24 +431,26 @@ class ProgramRunner:
         self.mem = np.zeros(used["i"], dtype=np.int64)
         self.fmem = np.zeros(used["f"], dtype=np.float64)
         for buf, values in program.int_constants.items():
-            self.mem[self.index(buf)] = values.ravel()
+            self.view(buf)[...] = values
         for buf, values in program.float_constants.items():
-            self.fmem[self.index(buf)] = values.ravel()
+            self.view(buf, self.fmem)[...] = values
         self.ops, self.stochastic = self._table(program, sizes)
         self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
         self.counts = np.zeros((len(self.ops), 3), dtype=np.int64)
-        # the inputs are written, and the outputs gathered, by one index each (row-major order)
-        self.input_index = np.concatenate([self.index(buf) for _, buf, _ in program.inputs])
-        self.output_index = np.concatenate([self.index(buf) for buf, _, _ in program.outputs])
+        self.input_views = [self.view(buf) for _, buf, _ in program.inputs]
+        self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
         ends = np.cumsum([sizes[buf] for buf, _, _ in program.outputs])
         self.output_slices = [(int(end - sizes[buf]), int(end), shape)
                               for end, (buf, _, shape) in zip(ends, program.outputs)]
+        self.gathered_size = int(ends[-1])
 
-    def index(self, buf: int) -> np.ndarray:
-        """Where buffer ``buf``'s elements live in its workspace, in row-major order."""
-        rows, cols = int(self.rows[buf]), int(self.cols[buf])
-        return (self.offsets[buf] + np.arange(rows)[:, None] * self.rstride[buf]
-                + np.arange(cols)[None, :] * self.cstride[buf]).ravel()
+    def view(self, buf: int, workspace: np.ndarray | None = None) -> np.ndarray:
+        """Buffer ``buf`` as a 2-D numpy view of its workspace (``mem`` unless given)."""
+        workspace = self.mem if workspace is None else workspace
+        step = workspace.itemsize
+        return np.lib.stride_tricks.as_strided(
+            workspace[int(self.offsets[buf]):], shape=(int(self.rows[buf]), int(self.cols[buf])),
+            strides=(int(self.rstride[buf]) * step, int(self.cstride[buf]) * step))
 
     def _table(self, program, sizes) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
         """The operation table (transposes are views: no row) and the stochastic casts in the order
@@ -483,20 +501,22 @@ class ProgramRunner:
             nonzero, saturated, underflowed = (int(c) for c in self.counts[n])
             counter.add_counts(op.role, op.layer, op.fmt, int(sizes[op.a]), nonzero, saturated, underflowed)
         for role, layer, buf, fmt in self.step.program.exact_casts:
-            values = self.mem[self.index(buf)]
-            counter.add_counts(role, layer, fmt, int(sizes[buf]), int(np.count_nonzero(values)), 0, 0)
+            counter.add_counts(role, layer, fmt, int(sizes[buf]), int(np.count_nonzero(self.view(buf))), 0, 0)
 
     def run(self, raws: list[np.ndarray], rng=None, count: bool = False) -> list[np.ndarray]:
         """One step on the inputs' raw integers (int64, in ``program.inputs`` order); returns the
-        outputs' raw integers (int64 arrays of their shapes), in ``program.outputs`` order."""
-        self.mem[self.input_index] = np.concatenate([np.ravel(raw) for raw in raws])
+        outputs' raw integers (read-only int64 arrays of their shapes, views of one new array), in
+        ``program.outputs`` order."""
+        for view, raw in zip(self.input_views, raws):
+            view[...] = raw
         if self.stochastic:
             self._draw_words(rng)
         if count:
             self.counts[:] = 0
-        self.kernel(self.ops, self.offsets, self.rows, self.cols, self.rstride, self.cstride, self.mem,
-                    self.fmem, self.words, self.counts, count)
-        gathered = self.mem[self.output_index]
+        gathered = np.empty(self.gathered_size, dtype=np.int64)
+        self.kernel(self.ops, self.buffers, self.mem, self.fmem, self.words, self.counts, count,
+                    self.output_buffers, gathered)
+        gathered.flags.writeable = False  # the outputs are read-only views of it
         return [gathered[start:end].reshape(shape) for start, end, shape in self.output_slices]
 
 
@@ -507,30 +527,33 @@ class NumbaStep:
     def __init__(self, step: TracedStep, kernel) -> None:
         self.runner = ProgramRunner(step, kernel)
         self.net, self.update, self.momentum = step.net, step.update, step.momentum
-        self.formats = [fmt for _, fmt, _ in step.program.outputs]
+        self.input_names = [name for name, _, _ in step.program.inputs]
         self.input_formats = [fmt for _, _, fmt in step.program.inputs]
+        # outputs in an input's format share its QFormat object: the next step's check is `is`
+        same = {fmt: fmt for fmt in self.input_formats}
+        self.formats = [same.get(fmt, fmt) for _, fmt, _ in step.program.outputs]
         self.uses_rng = bool(self.runner.stochastic)
+
+    def _values(self, params, velocity) -> list:
+        values = [v for p in params for v in (p.weight, p.bias)]
+        if self.momentum:
+            values += [v for p in velocity for v in (p.weight, p.bias)]
+        return values
 
     def accepts(self, params, velocity=None) -> bool:
         """True when the parameters (and velocities) are in the formats the program was traced
         for (their roles'); values in other formats are computed on the step-by-step path."""
-        values = [v for p in params for v in (p.weight, p.bias)]
-        if self.momentum:
-            values += [v for p in velocity for v in (p.weight, p.bias)]
-        return all(getattr(v, "fmt", None) == fmt for v, fmt in zip(values, self.input_formats))
+        return all(_in_format(v, fmt) for v, fmt in zip(self._values(params, velocity), self.input_formats))
 
     def outputs(self, params, x, y, velocity=None, rng=None, counter=None) -> list[FixedArray]:
         """Every result of one step, in ``TracedStep`` order: per layer (weight_grad, bias_grad);
         with update the new (weight, bias) per layer, then the new velocities; last the output.
         ``counter`` (``add_counts``, e.g. a counts-only RangeCollector) receives every cast's counts.
         Every value must be in its role's format (``accepts``); anything else is refused."""
-        values = [v for p in params for v in (p.weight, p.bias)]
-        if self.momentum:
-            values += [v for p in velocity for v in (p.weight, p.bias)]
-        values += [x, y]
-        for v, fmt, (name, _, _) in zip(values, self.input_formats, self.runner.step.program.inputs):
-            if getattr(v, "fmt", None) != fmt:
-                raise ModeError(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
+        values = self._values(params, velocity) + [x, y]
+        for v, fmt, name in zip(values, self.input_formats, self.input_names):
+            if not _in_format(v, fmt):
+                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
                                 f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
@@ -538,7 +561,7 @@ class NumbaStep:
         outputs = self.runner.run([v.raw for v in values], rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
-        return [FixedArray._trusted(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
+        return [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
 
     def gradients(self, params, x, y, velocity=None, rng=None, counter=None) -> list[tuple[FixedArray, FixedArray]]:
         """[(weight_grad, bias_grad), ...] per layer."""
@@ -554,6 +577,12 @@ class NumbaStep:
         new = [LayerParams(out[2 * n + 2 * i], out[2 * n + 2 * i + 1]) for i in range(n)]
         vel = [LayerParams(out[4 * n + 2 * i], out[4 * n + 2 * i + 1]) for i in range(n)] if self.momentum else None
         return new, vel, out[-1]
+
+
+def _in_format(value, fmt) -> bool:
+    """True when ``value`` is a FixedArray in format ``fmt``."""
+    value_fmt = getattr(value, "fmt", None)
+    return value_fmt is fmt or value_fmt == fmt
 
 
 def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool) -> NumbaStep | None:

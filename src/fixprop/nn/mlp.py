@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import ConfigError, ShapeError
+from fixprop.errors import ConfigError, NotInRoleFormat, ShapeError
+from fixprop.fixed.array import FixedArray
 from fixprop.nn.activations import Activation, get_activation
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic, real_array
 from fixprop.nn.init import INIT_NAMES, init_layer
@@ -275,10 +276,14 @@ class Model:
     compiled: bool = True
     backend: str = "auto"
     _steps: dict = field(default_factory=dict, init=False, repr=False)
+    _data_formats: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        datapath = getattr(self.arithmetic, "datapath", None)
+        if datapath is not None:  # the formats data already quantized into the roles arrive in
+            self._data_formats = (datapath.cast_for("input", None).fmt, datapath.cast_for("target", None).fmt)
         self.params = self.net.params_in(self.arithmetic, self.params)
         if self.momentum and self.velocity is None:
             self.velocity = self.net.zero_velocity(self.arithmetic, self.params)
@@ -297,22 +302,29 @@ class Model:
     def weight_gradients(self, x: Any, y: Any) -> list[tuple[Any, Any]]:
         """[(weight_grad, bias_grad), ...] of one batch, by the compiled step when available."""
         x_q, y_q = self._data(x, y)
-        step = self._compiled(np.shape(x_q)[0], update=False)
-        if step is None or not step.accepts(self.params, self.velocity):
-            return [(g.weight_grad, g.bias_grad) for g in self.net.backward(
-                self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
-        return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None),
-                              **self._counting())
+        step = self._compiled(x_q.shape[0], update=False)
+        if step is not None:
+            try:
+                return step.gradients(self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None),
+                                      **self._counting())
+            except NotInRoleFormat:  # parameters set in other formats: computed as given, stage by stage
+                pass
+        return [(g.weight_grad, g.bias_grad) for g in self.net.backward(
+            self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
 
     def train_step(self, x: Any, y: Any) -> float:
         """One SGD step on a batch; returns the loss before the step (float)."""
         ar = self.arithmetic
         x_q, y_q = self._data(x, y)
-        step = self._compiled(np.shape(x_q)[0], update=True)
-        if step is not None and step.accepts(self.params, self.velocity):
-            self.params, self.velocity, output = step.train_step(self.params, x_q, y_q, self.velocity,
-                                                                 getattr(ar, "rng", None), **self._counting())
-        else:
+        step = self._compiled(x_q.shape[0], update=True)
+        output = None
+        if step is not None:
+            try:
+                self.params, self.velocity, output = step.train_step(self.params, x_q, y_q, self.velocity,
+                                                                     getattr(ar, "rng", None), **self._counting())
+            except NotInRoleFormat:  # parameters set in other formats: computed as given, stage by stage
+                pass
+        if output is None:
             trace = self.net.forward(ar, self.params, x_q)
             grads = self.net.backward(ar, self.params, trace, y_q)
             self.params, self.velocity = self.net.sgd_step(ar, self.params, grads, self.velocity)
@@ -320,8 +332,15 @@ class Model:
         return self.net.loss.value(ar.to_float(output), ar.to_float(y_q))
 
     def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
-        """x and y in the input and target roles (quantized once)."""
+        """x and y in the input and target roles (quantized once), as 2-D batches."""
         ar = self.arithmetic
+        if type(x) is FixedArray and type(y) is FixedArray and self._data_formats is not None:
+            input_fmt, target_fmt = self._data_formats  # the common case, checked cheaply
+            x_shape, y_shape = x.shape, y.shape
+            if ((x.fmt is input_fmt or x.fmt == input_fmt) and (y.fmt is target_fmt or y.fmt == target_fmt)
+                    and len(x_shape) == 2 and len(y_shape) == 2 and x_shape[0] == y_shape[0] >= 1
+                    and x_shape[1] == self.net.layer_sizes[0] and y_shape[1] == self.net.layer_sizes[-1]):
+                return x, y
         x = MLP._batch(x, self.net.layer_sizes[0], "x")
         y = MLP._batch(y, self.net.layer_sizes[-1], "y")
         if np.shape(x)[0] != np.shape(y)[0]:
