@@ -239,10 +239,13 @@ class MLP:
 #: The compiled engines a Model can use (``Model.backend``).
 BACKENDS = ("auto", "numpy", "numba")
 #: "auto" uses numba while a step's multiply-accumulates (three per weight and sample: forward,
-#: propagated error, weight gradient) stay below this; BLAS wins beyond. Measured on the 2-core
-#: reference machine, train_step numba / numpy time: 0.61 at 384 MACs ([3,16,5], batch 1), 0.72
-#: at 24,576, 1.07 at 227,328 ([64,64,10], batch 16), 1.91 at 393,216 ([3,16,5], batch 1024).
-AUTO_NUMBA_MAX_MACS = 1 << 16
+#: propagated error, weight gradient) stay below this, numpy beyond. Since the kernel runs the
+#: batch innermost (vectorized), numba won at every size `fixprop bench backends` measures on the
+#: 2-core reference machine, numpy/numba train_step time: 2.3 at 384 MACs ([3,7,7,5]-like,
+#: batch 1), 1.5 at [3,16,5] batch 1024, 3.7 at [256,256,10] batch 128, 5 at [784,256,256,10]
+#: batch 128 (16-bit datapath, where numpy's matmuls are single exact BLAS calls). The bound is
+#: kept for sizes beyond those measured.
+AUTO_NUMBA_MAX_MACS = 1 << 28
 
 
 def choose_backend(backend: str, net: MLP, batch: int) -> str:
