@@ -106,7 +106,7 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = out._sq_cache = None
+        out._float_cache = out._max_abs_cache = None
         return out
 
     @classmethod
@@ -116,7 +116,7 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = raw
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = out._sq_cache = None
+        out._float_cache = out._max_abs_cache = None
         return out
 
     @classmethod
