@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from oracle import round_fraction
 
+from fixprop.nn.jit import numba_available
 from fixprop import FixedArray, QFormat
 from fixprop.cli import main
 from fixprop.datapath import LAYER_ROLES, ROLES, Datapath, FixedConstant, RoleCast
@@ -675,7 +676,10 @@ def test_train_is_deterministic_and_equals_a_stepwise_hand_loop(name, monkeypatc
             assert first[key][curve] == second[key][curve]
             assert len(first[key][curve]) == 3
         assert first[key]["test_loss"] != other[key]["test_loss"]
-    assert {k for k, v in fixed_model._steps.items() if v is not None} == {(24, True, False), (8, True, False)}
+    compiled = {k for k, v in fixed_model._steps.items() if v is not None}
+    evaluations = {("forward", 2048, False), ("forward", 512, False)}  # predict on the compiled forward pass
+    assert compiled in ({(24, True, False), (8, True, False)} | evaluations,
+                        {(24, True, False), (8, True, False)} if not numba_available() else None)
 
     data = load_dataset("ik", config.data_seed)  # the data draw does not follow the training seed
     net = MLP([3, 4, 5], "relu", "linear", "sse", "he", 3)

@@ -31,7 +31,7 @@ from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
 from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
                                 OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
-                                ZEROS, NotCompilable, TracedStep, trace_program)
+                                ZEROS, NotCompilable, TracedStep, trace_forward, trace_program)
 
 # Columns of the operation table (one row per operation).
 (COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_COND, COL_FRAC, COL_SHIFT, COL_ROUNDING,
@@ -527,6 +527,7 @@ class NumbaStep:
     def __init__(self, step: TracedStep, kernel) -> None:
         self.runner = ProgramRunner(step, kernel)
         self.net, self.update, self.momentum = step.net, step.update, step.momentum
+        self.forward_only = step.forward_only
         self.input_names = [name for name, _, _ in step.program.inputs]
         self.input_formats = [fmt for _, _, fmt in step.program.inputs]
         # outputs in an input's format share its QFormat object: the next step's check is `is`
@@ -550,11 +551,21 @@ class NumbaStep:
         with update the new (weight, bias) per layer, then the new velocities; last the output.
         ``counter`` (``add_counts``, e.g. a counts-only RangeCollector) receives every cast's counts.
         Every value must be in its role's format (``accepts``); anything else is refused."""
-        values = self._values(params, velocity) + [x, y]
+        if self.forward_only:
+            raise ValueError("this program is a forward pass: call activations(params, x)")
+        return self._run(self._values(params, velocity) + [x, y], rng, counter)
+
+    def activations(self, params, x, rng=None, counter=None) -> list[FixedArray]:
+        """Each layer's activation ``act`` (first layer first) of a forward-only program."""
+        if not self.forward_only:
+            raise ValueError("this program is a training step: call outputs(params, x, y)")
+        return self._run(self._values(params, None) + [x], rng, counter)
+
+    def _run(self, values, rng, counter) -> list[FixedArray]:
         for v, fmt, name in zip(values, self.input_formats, self.input_names):
             if not _in_format(v, fmt):
                 raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
-                                f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
+                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
@@ -585,16 +596,18 @@ def _in_format(value, fmt) -> bool:
     return value_fmt is fmt or value_fmt == fmt
 
 
-def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool) -> NumbaStep | None:
-    """The step of ``net`` under ``datapath`` for ``batch`` samples on the numba kernel; None when
-    numba is unavailable (``nn/jit.py`` warned once) or the datapath is too wide for int64 programs."""
+def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool, forward_only: bool = False) -> NumbaStep | None:
+    """The step of ``net`` under ``datapath`` for ``batch`` samples on the numba kernel (with
+    ``forward_only``, the forward pass: ``NumbaStep.activations``); None when numba is unavailable
+    (``nn/jit.py`` warned once) or the datapath is too wide for int64 programs."""
     from fixprop.nn.jit import compiled
 
     kernel = compiled(run_program)
     if kernel is None:
         return None
     try:
-        return NumbaStep(trace_program(net, datapath, batch, update), kernel)
+        traced = trace_forward(net, datapath, batch) if forward_only else trace_program(net, datapath, batch, update)
+        return NumbaStep(traced, kernel)
     except NotCompilable:
         return None
 

@@ -295,8 +295,20 @@ class Model:
         return self.net.forward(self.arithmetic, self.params, x)
 
     def predict(self, x: Any) -> np.ndarray:
-        """Network outputs as float64 (batch, n_out)."""
-        return self.arithmetic.to_float(self.forward(x).output)
+        """Network outputs as float64 (batch, n_out); the forward pass runs compiled (the numba
+        kernel) when available, else stage by stage: the same values."""
+        ar = self.arithmetic
+        if getattr(ar, "datapath", None) is None:
+            return ar.to_float(self.forward(x).output)
+        x_q = ar.data(MLP._batch(x, self.net.layer_sizes[0], "x"), "input")
+        step = self._compiled(x_q.shape[0], update=False, forward_only=True)
+        if step is not None:
+            try:
+                return ar.to_float(step.activations(self.params, x_q, getattr(ar, "rng", None),
+                                                    **self._counting())[-1])
+            except NotInRoleFormat:  # parameters set in other formats: computed as given, stage by stage
+                pass
+        return ar.to_float(self.net.forward(ar, self.params, x_q).output)
 
     def gradients(self, x: Any, y: Any) -> list[LayerGrads]:
         """Forward and backward on one batch, every stage kept; returns per-layer gradients (not applied)."""
@@ -355,36 +367,38 @@ class Model:
         observer = getattr(self.arithmetic, "observer", None)
         return {} if observer is None else {"counter": observer}
 
-    def _compiled(self, batch: int, update: bool):
-        """The compiled step for this batch size, or None (not wanted, the datapath is too wide, or
-        the arithmetic's observer needs every cast's values: only a counts-only observer, such as
+    def _compiled(self, batch: int, update: bool, forward_only: bool = False):
+        """The compiled step for this batch size (with ``forward_only``, the forward pass, which
+        only the numba kernel runs), or None (not wanted, the datapath is too wide, or the
+        arithmetic's observer needs every cast's values: only a counts-only observer, such as
         ``RangeCollector(ranges=False)``, is served, and only by the numba kernel, which counts)."""
         observer = getattr(self.arithmetic, "observer", None)
         counting = observer is not None
         if not self.compiled or (counting and not getattr(observer, "counts_only", False)):
             return None
-        key = (batch, update, counting)
+        key = ("forward", batch, counting) if forward_only else (batch, update, counting)
         if key not in self._steps:
-            from fixprop.nn.compiled import NotCompilable, compile_step
-
-            datapath = getattr(self.arithmetic, "datapath", None)
-            if counting:  # the numba kernel counts; the numpy step does not: stepwise then
-                from fixprop.nn.kernels import numba_step
-
-                self._steps[key] = None if self.backend == "numpy" else numba_step(self.net, datapath, batch, update)
-                return self._steps[key]
-            if datapath is not None and choose_backend(self.backend, self.net, batch) == "numba":
-                from fixprop.nn.kernels import numba_step
-
-                self._steps[key] = numba_step(self.net, datapath, batch, update)
-                if self._steps[key] is not None:  # else: numba unavailable, or too wide: numpy
-                    return self._steps[key]
-            try:
-                self._steps[key] = compile_step(self.net, datapath, batch, update,
-                                                float_settings=None if datapath is not None else self.arithmetic)
-            except NotCompilable:
-                self._steps[key] = None
+            self._steps[key] = self._new_step(batch, update, counting, forward_only)
         return self._steps[key]
+
+    def _new_step(self, batch: int, update: bool, counting: bool, forward_only: bool):
+        from fixprop.nn.compiled import NotCompilable, compile_step
+        from fixprop.nn.kernels import numba_step
+
+        datapath = getattr(self.arithmetic, "datapath", None)
+        numba_wanted = datapath is not None and (choose_backend(self.backend, self.net, batch) == "numba"
+                                                 or (self.backend != "numpy" and (counting or forward_only)))
+        if numba_wanted:
+            step = numba_step(self.net, datapath, batch, update, forward_only)
+            if step is not None:
+                return step
+        if counting or forward_only:  # the numpy step neither counts nor runs a forward pass alone
+            return None
+        try:
+            return compile_step(self.net, datapath, batch, update,
+                                float_settings=None if datapath is not None else self.arithmetic)
+        except NotCompilable:  # else: numba unavailable, or too wide: numpy, or stage by stage
+            return None
 
     def weights(self) -> list[np.ndarray]:
         """Weights as float64 arrays (out, in)."""

@@ -391,6 +391,8 @@ class TracedStep:
 
     ``outputs`` order: per layer (weight_grad, bias_grad); with ``update`` also the new
     (weight, bias) per layer and, with momentum, the new velocities; last the network output.
+    A forward-only program (``forward_only``, from :func:`trace_forward`) has the inputs
+    (w0, b0, ..., x) and outputs each layer's activation ``act``, first layer first.
     """
 
     program: Program
@@ -399,6 +401,37 @@ class TracedStep:
     batch: int
     update: bool
     momentum: bool
+    forward_only: bool = False
+
+
+class _Placeholders:
+    """The named inputs of a program being traced, each in its role's format."""
+
+    def __init__(self, program: Program, datapath: Datapath, sizes: Sequence[int]) -> None:
+        self.program, self.datapath, self.sizes = program, datapath, sizes
+
+    def value(self, name: str, role: str, shape: tuple[int, ...], layer: int | None = None) -> PSym:
+        fmt = _checked(self.datapath.cast_for(role, layer).fmt)
+        buf = self.program.buffer(shape)
+        self.program.inputs.append((name, buf, fmt))
+        return PSym(self.program, buf, fmt, shape)
+
+    def layers(self, prefix: str, role_w: str, role_b: str) -> list[LayerParams]:
+        return [LayerParams(self.value(f"{prefix}w{i}", role_w, (n_out, n_in), i),
+                            self.value(f"{prefix}b{i}", role_b, (n_out,), i))
+                for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]))]
+
+
+def trace_forward(net: MLP, datapath: Datapath, batch: int) -> TracedStep:
+    """Trace the forward pass of ``net`` under ``datapath`` for ``batch`` samples (what
+    ``predict`` needs): inputs w0, b0, ..., x; outputs every layer's activation."""
+    program = Program()
+    placeholders = _Placeholders(program, datapath, net.layer_sizes)
+    params = placeholders.layers("", "weight", "bias")
+    x = placeholders.value("x", "input", (batch, net.layer_sizes[0]))
+    trace = net.forward(_ProgramArithmetic(program, datapath), params, x)
+    program.outputs = [(layer.act.buf, layer.act.fmt, layer.act.shape) for layer in trace.layers]
+    return TracedStep(program, net, datapath, batch, update=False, momentum=False, forward_only=True)
 
 
 def trace_program(net: MLP, datapath: Datapath, batch: int, update: bool = False) -> TracedStep:
@@ -408,22 +441,11 @@ def trace_program(net: MLP, datapath: Datapath, batch: int, update: bool = False
     ar = _ProgramArithmetic(program, datapath)
     momentum = update and datapath.momentum is not None
     sizes = net.layer_sizes
-
-    def placeholder(name: str, role: str, shape: tuple[int, ...], layer: int | None = None) -> PSym:
-        fmt = _checked(datapath.cast_for(role, layer).fmt)
-        buf = program.buffer(shape)
-        program.inputs.append((name, buf, fmt))
-        return PSym(program, buf, fmt, shape)
-
-    def layer_placeholders(prefix: str, role_w: str, role_b: str) -> list[LayerParams]:
-        return [LayerParams(placeholder(f"{prefix}w{i}", role_w, (n_out, n_in), i),
-                            placeholder(f"{prefix}b{i}", role_b, (n_out,), i))
-                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
-
-    params = layer_placeholders("", "weight", "bias")
-    velocity = layer_placeholders("v", "momentum", "momentum") if momentum else None
-    x = placeholder("x", "input", (batch, sizes[0]))
-    y = placeholder("y", "target", (batch, sizes[-1]))
+    placeholders = _Placeholders(program, datapath, sizes)
+    params = placeholders.layers("", "weight", "bias")
+    velocity = placeholders.layers("v", "momentum", "momentum") if momentum else None
+    x = placeholders.value("x", "input", (batch, sizes[0]))
+    y = placeholders.value("y", "target", (batch, sizes[-1]))
     trace = net.forward(ar, params, x)
     grads: list[LayerGrads] = net.backward(ar, params, trace, y)
     results: list[PSym] = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
@@ -442,4 +464,4 @@ def input_order(step: TracedStep) -> Sequence[str]:
     return [name for name, _, _ in step.program.inputs]
 
 
-__all__ = ["NotCompilable", "Op", "Program", "TracedStep", "trace_program"]
+__all__ = ["NotCompilable", "Op", "Program", "TracedStep", "trace_forward", "trace_program"]
