@@ -14,6 +14,7 @@ activations.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import autograd.numpy as anp
@@ -46,6 +47,8 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         self.params_grad: list[list[np.ndarray]] = [[], []]
         self._last_input: Any = None
         self._last_params: Any = None
+        self._steps: dict = {}  # the numba steps of the quantized mode, per shape, datapath and batch
+        self._fmt_cache: QFormat | None = None
 
     # -- configuration ----------------------------------------------------------------------
     def set_quant(self, d_bits: int = 16, q_bits: int = 10, quant: bool = True) -> None:
@@ -89,9 +92,11 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
                 a = anp.maximum(anp.dot(w, a) + b, 0.0)
                 activations.append(a)
         else:
-            trace = self._net().forward(self._fixed(), self._fixed_params(weights, biases),
-                                        self._raw_fixed(x, "x").T)
-            activations = [self._raw(trace.layers[0].input).T] + [self._raw(t.act).T for t in trace.layers]
+            activations = self._compiled_infer(x, weights, biases)
+            if activations is None:  # values beyond the roles' d bits (or no numba): stage by stage
+                trace = self._net().forward(self._fixed(), self._fixed_params(weights, biases),
+                                            self._raw_fixed(x, "x").T)
+                activations = [self._raw(trace.layers[0].input).T] + [self._raw(t.act).T for t in trace.layers]
         self._activation = activations
         self._last_input, self._last_params = x, params
         return activations[-1]
@@ -110,6 +115,13 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         self._check_columns(truth, self._shape[-1], "truth", "grad(truth)", np.shape(getval(self._last_input))[1])
         net = self._net()
         weights, biases = self._last_params
+        if self._quant and not debug:
+            compiled = self._compiled_grad(self._last_input, truth, weights, biases)
+            if compiled is not None:
+                self._weight_dif = [np.array(w.raw) for w, _ in compiled]
+                self._bias_dif = [np.array(b.raw).reshape(-1, 1) for _, b in compiled]
+                self.params_grad = [self._weight_dif, self._bias_dif]
+                return
         if self._quant:
             ar: Any = self._fixed()
             params = self._fixed_params(weights, biases)
@@ -130,6 +142,86 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
             for i, g in enumerate(grads):
                 print(f"layer {i}: incoming error {convert(g.error).ravel()}\nweight grad\n{self._weight_dif[i]}\n"
                       f"bias grad {self._bias_dif[i].ravel()}")
+
+    # -- the compiled path (quantized mode) ------------------------------------------------------
+    # Values that fit the seed datapath's d-bit roles are the same numbers in those formats, and
+    # every cast of the datapath depends only on the value: the numba kernel's forward pass and
+    # gradient step then compute exactly what the stage-by-stage pass computes on them.
+    def _role_arrays(self, arrays: Sequence[Any], shapes: Sequence[tuple[int, ...]]) -> list[FixedArray] | None:
+        """Integer-valued ``arrays`` (units of 2**-q) as FixedArrays of the given shapes in the
+        d-bit roles' format; None when a value is not an integer or does not fit d bits (the
+        stage-by-stage path handles those). One conversion and one check for all of them."""
+        values = [np.asarray(getval(v)) for v in arrays]
+        kinds = {v.dtype.kind for v in values}
+        flat = np.concatenate([v.reshape(-1) for v in values])
+        if kinds == {"f"} and self._d_bits <= 53:  # float64 holds every d-bit integer exactly
+            with np.errstate(invalid="ignore"):
+                ints = flat.astype(np.int64)
+            if (ints != flat).any():  # a fraction, nan or inf, or beyond int64
+                return None
+        elif kinds == {"i"} and flat.dtype == np.int64:
+            ints = flat.copy()
+        else:
+            return None
+        limit = 1 << (self._d_bits - 1)
+        if ints.size and (int(ints.min()) < -limit or int(ints.max()) >= limit):
+            return None
+        ints.flags.writeable = False  # the FixedArrays below are read-only views of it
+        fmt, out, start = self._role_format(), [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            out.append(FixedArray._trusted_int64(ints[start:start + size].reshape(shape), fmt))
+            start += size
+        return out if start == ints.size else None
+
+    def _role_format(self) -> QFormat:
+        if self._fmt_cache is None or self._fmt_cache.word != self._d_bits or self._fmt_cache.frac != self._q_bits:
+            self._fmt_cache = Datapath.seed(self._d_bits, self._q_bits)["weight"].fmt
+        return self._fmt_cache
+
+    def _compiled_step(self, batch: int, forward_only: bool):
+        """The numba step of this shape, datapath and batch (made once), or None."""
+        from fixprop.nn.kernels import numba_step
+
+        key = (tuple(self._shape), self._d_bits, self._q_bits, batch, forward_only)
+        cache = self._steps
+        if key not in cache:
+            cache[key] = numba_step(self._net(), Datapath.seed(self._d_bits, self._q_bits), batch, update=False,
+                                    forward_only=forward_only)
+        return cache[key]
+
+    def _compiled_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> list[LayerParams] | None:
+        shapes = [s for n_in, n_out in zip(self._shape[:-1], self._shape[1:]) for s in ((n_out, n_in), (n_out,))]
+        values = self._role_arrays([v for w, b in zip(weights, biases) for v in (w, b)], shapes)
+        if values is None:
+            return None
+        return [LayerParams(values[2 * i], values[2 * i + 1]) for i in range(len(values) // 2)]
+
+    def _compiled_infer(self, x: Any, weights: Sequence[Any], biases: Sequence[Any]) -> list[np.ndarray] | None:
+        """The activations [input, layer 1, ...] (raw, columns) on the numba kernel, or None."""
+        batch = np.shape(getval(x))[1]
+        step = self._compiled_step(batch, forward_only=True)
+        if step is None:
+            return None
+        params = self._compiled_params(weights, biases)
+        x_q = self._role_arrays([np.asarray(getval(x)).T], [(batch, self._shape[0])])
+        if params is None or x_q is None:
+            return None
+        acts = step.activations(params, x_q[0])
+        return [np.array(x_q[0].raw.T)] + [np.array(a.raw.T) for a in acts]
+
+    def _compiled_grad(self, x: Any, truth: Any, weights: Sequence[Any], biases: Sequence[Any]):
+        """[(weight_grad, bias_grad), ...] (FixedArrays) on the numba kernel, or None."""
+        batch = np.shape(getval(x))[1]
+        step = self._compiled_step(batch, forward_only=False)
+        if step is None:
+            return None
+        params = self._compiled_params(weights, biases)
+        data = self._role_arrays([np.asarray(getval(x)).T, np.asarray(getval(truth)).T],
+                                 [(batch, self._shape[0]), (batch, self._shape[-1])])
+        if params is None or data is None:
+            return None
+        return step.gradients(params, data[0], data[1])
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_params(self, params: Any) -> tuple[Sequence[Any], Sequence[Any]]:
