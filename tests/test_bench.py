@@ -30,8 +30,13 @@ def test_bench_quick_json_structure(capsys):
     assert set(result["targets"]) <= set(result["ratios"])
     for case in result["backends"]["cases"]:  # every engine timed side by side, and auto's choice named
         assert set(case["seconds"]) == {"numpy", "numba", "auto"} and case["auto_chose"] in ("numpy", "numba")
+    compile_cost = result["compile"]  # cold and cached, each in fresh processes
+    assert compile_cost["numba_available"] is True
+    for kind in ("cold", "cached"):
+        assert {"import_numba", "first_step", "second_step", "first_step_with_numba_import"} <= set(compile_cost[kind])
+    assert {"compile_cold_seconds", "compile_cached_seconds"} <= set(result["ratios"])
 
 
 def test_bench_rejects_unknown_sections(capsys):
     assert main(["bench", "--quick", "nonsense"]) == 2
-    assert "allowed: matmul, train_step, seed, memory, backends" in capsys.readouterr().err
+    assert "allowed: matmul, train_step, seed, memory, backends, compile" in capsys.readouterr().err

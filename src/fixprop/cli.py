@@ -257,7 +257,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [s for s in sections if s not in bench.SECTIONS]
     if unknown:
         raise ConfigError(f"unknown bench section(s) {unknown}; allowed: {', '.join(bench.SECTIONS)}")
-    result = bench.run(sections, quick=args.quick, progress=None if args.json else _progress)
+    result = bench.run(sections, quick=args.quick, progress=None if args.json else _progress, backend=args.backend)
     print(json.dumps(result, indent=1) if args.json else bench.format_table(result))
     return 0
 
@@ -648,12 +648,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(run=_cmd_sweep, parser=sweep)
 
     bench = commands.add_parser(
-        "bench", help="benchmarks: matmul, train step, seed network, memory (medians and ratios)",
+        "bench", help="benchmarks: matmul, train step, seed network, memory, engines, compile cost (medians and ratios)",
         description="Measure fixprop side by side with numpy float64, APyTypes, autograd, JAX and PyTorch "
                     "(those installed), with warm-up and interleaved repeats; print medians and ratios.",
     )
     bench.add_argument("sections", nargs="*", metavar="SECTION",
-                       help="matmul, train_step, seed, memory, backends (default: all)")
+                       help="matmul, train_step, seed, memory, backends, compile (default: all)")
+    bench.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",
+                       help="engine of the compiled fixed-point steps timed in train_step and seed "
+                            "(default auto; the backends section times every engine)")
     bench.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     bench.add_argument("--json", action="store_true", help="print one JSON object with every median and ratio")
     bench.set_defaults(run=_cmd_bench, parser=bench)

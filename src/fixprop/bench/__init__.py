@@ -8,6 +8,7 @@ Ratios are formed from medians of one run. docs/performance.md explains each cas
 from __future__ import annotations
 
 import gc
+import os
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -16,12 +17,13 @@ from typing import Callable
 import numpy as np
 
 from fixprop.datapath import Datapath
+from fixprop.errors import ConfigError
 from fixprop.fixed.array import FixedArray
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
 from fixprop.nn.compiled import compile_step
 from fixprop.nn.mlp import MLP
 
-SECTIONS = ("matmul", "train_step", "seed", "memory", "backends")
+SECTIONS = ("matmul", "train_step", "seed", "memory", "backends", "compile")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Sizes:
     """Problem sizes: the issue's by default, small ones with --quick (for tests and smoke runs)."""
 
     matmul_n: int = 256
+    #: the engine of fixprop's compiled fixed-point steps in train_step and seed (Model.backend)
+    backend: str = "auto"
     train_shape: tuple[int, ...] = (784, 256, 256, 10)
     train_batch: int = 256
     seed_batch: int = 1024
@@ -129,9 +133,18 @@ def _step_function(net: MLP, ar, params, x, y) -> Callable[[], object]:
     return lambda: net.sgd_step(ar, params, net.backward(ar, params, net.forward(ar, params, x), y))
 
 
-def _compiled_step(net: MLP, ar, params, x, y) -> Callable[[], object]:
-    """One SGD step by the compiled step (what Model.train_step runs), from the same state each call."""
-    step = compile_step(net, getattr(ar, "datapath", None), np.shape(x)[0], update=True, float_settings=ar)
+def _compiled_step(net: MLP, ar, params, x, y, backend: str = "numpy") -> Callable[[], object]:
+    """One SGD step by the compiled step (what Model.train_step runs) on ``backend``'s engine
+    (auto, numpy or numba; float steps run on numpy), from the same state each call."""
+    from fixprop.nn.kernels import numba_step
+    from fixprop.nn.mlp import choose_backend
+
+    datapath = getattr(ar, "datapath", None)
+    step = None
+    if datapath is not None and choose_backend(backend, net, np.shape(x)[0]) == "numba":
+        step = numba_step(net, datapath, np.shape(x)[0], update=True)
+    if step is None:
+        step = compile_step(net, datapath, np.shape(x)[0], update=True, float_settings=ar)
     return lambda: step.train_step(params, x, y)
 
 
@@ -210,7 +223,7 @@ def _fixprop_train_cases(sizes: Sizes):
     fixed_params, float_params = net.params_in(fixed_ar, init), net.params_in(float_ar, init)
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
     cases = {
-        "fixprop_fixed": _compiled_step(net, fixed_ar, fixed_params, x_fixed, y_fixed),
+        "fixprop_fixed": _compiled_step(net, fixed_ar, fixed_params, x_fixed, y_fixed, sizes.backend),
         "fixprop_float": _compiled_step(net, float_ar, float_params, x, y),
         "fixprop_fixed_stepwise": _step_function(net, fixed_ar, fixed_params, x_fixed, y_fixed),
         "fixprop_float_stepwise": _step_function(net, float_ar, float_params, x, y),
@@ -254,6 +267,7 @@ def bench_train_step(sizes: Sizes) -> dict:
     if peers:
         peer_seconds = measure({**peers, "fixprop_float": cases["fixprop_float"]}, sizes.repeats, sizes.warmup)
     return {"shape": list(sizes.train_shape), "batch": sizes.train_batch, "datapath": "every role s16.10 RND SAT, lr 2**-7",
+            "backend": sizes.backend,
             "apytypes_same_integers": agree, "seconds": seconds, "peer_group_seconds": peer_seconds}
 
 
@@ -303,7 +317,7 @@ def bench_seed(sizes: Sizes) -> dict:
 
     # the public API: a Model on its default backend ("auto"), data already in the roles' formats
     float_model = net.float_model(dp, init)
-    fixed_model = net.fixed_model(dp, init)
+    fixed_model = net.fixed_model(dp, init, backend=sizes.backend)
     per_sample = measure({
         "fixprop_float": _model_gradients(float_model, x1, y1),
         "fixprop_fixed": _model_gradients(fixed_model, x1_fixed, y1_fixed),
@@ -326,7 +340,7 @@ def bench_seed(sizes: Sizes) -> dict:
         "fixprop_float_batched": _model_gradients(float_model, x, y),
         "autograd_loop": autograd_loop,
     }, max(3, sizes.repeats // 3), 1)
-    return {"shape": [3, 7, 7, 5], "datapath": "seed(24,12)", "batch": sizes.seed_batch,
+    return {"shape": [3, 7, 7, 5], "datapath": "seed(24,12)", "batch": sizes.seed_batch, "backend": sizes.backend,
             "per_sample_seconds": per_sample, "batched_seconds": batched}
 
 
@@ -373,12 +387,73 @@ def bench_backends(sizes: Sizes) -> dict:
 
 
 # -- the run -------------------------------------------------------------------------------
+#: What one fresh process runs for the compile section: import fixprop, then time the numba
+#: import, the first Model.train_step on the numba kernel (compiled, or loaded from the cache:
+#: the training step and forward-pass programs share the one kernel) and a second step.
+_COMPILE_PROBE = """
+import json, time
+t0 = time.perf_counter()
+import numpy as np
+from fixprop import Datapath
+from fixprop.nn import MLP
+t1 = time.perf_counter()
+from fixprop.nn.jit import numba_available
+available = numba_available()
+t2 = time.perf_counter()
+model = MLP([3, 7, 7, 5]).fixed_model(Datapath.seed(24, 12), backend="numba")
+x, y = np.zeros((1, 3)), np.zeros((1, 5))
+t3 = time.perf_counter()
+model.train_step(x, y)
+t4 = time.perf_counter()
+model.train_step(x, y)
+t5 = time.perf_counter()
+print(json.dumps({"numba_available": available, "import_fixprop": t1 - t0, "import_numba": t2 - t1,
+                  "first_step": t4 - t3, "second_step": t5 - t4}))
+"""
+
+
+def bench_compile(sizes: Sizes) -> dict:
+    """The numba kernel's cost to a new process: cold (an empty ``NUMBA_CACHE_DIR``: numba
+    compiles) and cached (a second process on the same directory: numba loads it), each in its
+    own fresh process, rounds alternating; medians. The kernel set is one interpreter kernel
+    (``nn/kernels.run_program``) that every network, datapath and batch size share."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    rounds = 1 if sizes.repeats <= 3 else 3
+    runs: dict[str, list[dict]] = {"cold": [], "cached": []}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="fixprop-numba-cache-") as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+            env.pop("FIXPROP_DISABLE_NUMBA", None)
+            for kind in ("cold", "cached"):
+                done = subprocess.run([sys.executable, "-c", _COMPILE_PROBE], env=env, capture_output=True,
+                                      text=True, check=True)
+                runs[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    out: dict = {"kernel_set": "nn/kernels.run_program (every network, datapath and batch)", "rounds": rounds}
+    for kind, results in runs.items():
+        out[kind] = {key: float(np.median([r[key] for r in results]))
+                     for key in ("import_numba", "first_step", "second_step")}
+        out[kind]["first_step_with_numba_import"] = out[kind]["first_step"] + out[kind]["import_numba"]
+    out["numba_available"] = all(r["numba_available"] for rs in runs.values() for r in rs)
+    return out
+
+
 def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False,
-        progress: Callable[[str], None] | None = None) -> dict:
-    """Run the chosen sections; returns every median and the ratios."""
-    sizes = Sizes.quick() if quick else Sizes()
+        progress: Callable[[str], None] | None = None, backend: str = "auto") -> dict:
+    """Run the chosen sections; returns every median and the ratios. ``backend``: the engine of
+    the fixed-point steps in train_step and seed (auto, numpy or numba; backends times all)."""
+    from dataclasses import replace
+
+    from fixprop.nn.mlp import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    sizes = replace(Sizes.quick() if quick else Sizes(), backend=backend)
     functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory,
-                 "backends": bench_backends}
+                 "backends": bench_backends, "compile": bench_compile}
     result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)},
                     "peers": {name: _available(name) for name in ("apytypes", "jax", "torch")}}
     for i, name in enumerate(sections, 1):
@@ -404,6 +479,7 @@ TARGETS = {
     "autograd_vs_compat_class": (">=", 100.0),
     "matmul_full_scale_vs_blas": ("<=", 1.3),
     "memory_vs_float": ("<=", 3.0),
+    "compile_cached_seconds": ("<=", 0.5),
 }
 
 
@@ -487,6 +563,9 @@ def ratios(result: dict) -> dict:
     if "memory" in result:
         p = result["memory"]["peak_bytes"]
         out["memory_vs_float"] = p["fixprop_fixed"] / p["fixprop_float"]
+    if "compile" in result and result["compile"]["numba_available"]:
+        out["compile_cold_seconds"] = result["compile"]["cold"]["first_step_with_numba_import"]
+        out["compile_cached_seconds"] = result["compile"]["cached"]["first_step_with_numba_import"]
     if "backends" in result:
         worst = 0.0
         for case in result["backends"]["cases"]:
