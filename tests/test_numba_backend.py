@@ -3,7 +3,9 @@ bit for bit, what the step-by-step FixedArithmetic network computes: gradients, 
 parameters, velocities and the output, on generated datapaths (words 2..62, every rounding
 including STOCH, every overflow mode, per-layer overrides, momentum, learning rate as a shift and
 as a constant, every activation and loss, batches 1..64, layers of width 1) and on full-scale data.
-A datapath beyond 62-bit values does not trace; the Model then falls back and stays exact."""
+Datapaths built to hold 56..62-bit values (wide products, 60..61-bit WRAP / SAT_SYM casts, STOCH
+casts dropping 56..61 bits) trace and run on the kernel exactly. A datapath beyond 62-bit values
+does not trace; the Model then falls back and stays exact."""
 
 from __future__ import annotations
 
@@ -11,18 +13,19 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
 from fixprop.datapath import LAYER_ROLES, ROLES
+from fixprop.fixed.format import matmul_format, union_format
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.hardware import LfsrSource
 from fixprop.nn import MLP, FixedArithmetic, LayerParams
-from fixprop.nn.program import NotCompilable, trace_program
+from fixprop.nn.program import PROGRAM_MAX_BITS, PROGRAM_MAX_SHIFT, NotCompilable, trace_program
 
 pytest.importorskip("numba")
-from fixprop.nn.kernels import NumbaStep, run_program  # noqa: E402
+from fixprop.nn.kernels import NumbaStep, numba_step, run_program  # noqa: E402
 
 ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh"]
 LOSSES = ["sse", "half_sse", "mse"]
@@ -35,6 +38,23 @@ def kernel():
     function = compiled(run_program)
     assert function is not None, "numba is installed: the kernel must compile"
     return function
+
+
+class CountedKernel:
+    """The numba kernel, counting the calls a step makes to it (that the step ran on it)."""
+
+    def __init__(self) -> None:
+        from numba.core.dispatcher import Dispatcher
+
+        self.function, self.calls = kernel(), 0
+        assert isinstance(self.function, Dispatcher), "the kernel is numba-compiled"
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
 
 
 @st.composite
@@ -136,47 +156,266 @@ def beyond_int64_programs(net, dp, batch) -> bool:
     """Whether the stepwise path forms a value a program cannot hold: a cast's exact input wider
     than 62 bits (or, shifted left, grown beyond), or a cast dropping more than 61 bits. Read off
     the FixedArrays the stepwise path passes to its casts (an observer), not off the program."""
-    beyond = [False]
+    extent = stepwise_extent(net, dp, batch)
+    return extent.needed > PROGRAM_MAX_BITS or extent.dropped > PROGRAM_MAX_SHIFT
 
-    def observe(role, layer, exact, result, cast):
+
+class Extent:
+    """What the stepwise path forms under a datapath, read off the FixedArrays it passes to its
+    casts (an observer, on zero data: formats do not depend on values), not off any program.
+
+    needed: bits of the widest value (a cast's input or result, a cast's input shifted left, and
+    ``pre`` compared with the activations' constants -1, 0, 1); held: bits of the widest value an
+    operation forms (a cast's input, or its result when it moves the binary point); dropped: the
+    most bits a cast drops; sources: (role, layer) -> the formats cast into it; casts: (input
+    format, result format, rounding, overflow) of every cast of a FixedArray."""
+
+    def __init__(self) -> None:
+        self.needed = self.held = self.dropped = 0
+        self.sources: dict[tuple[str, int | None], list[QFormat]] = {}
+        self.casts: list[tuple[QFormat, QFormat, Rounding, Overflow]] = []
+
+    def __call__(self, role, layer, exact, result, cast) -> None:
+        self.needed = max(self.needed, result.fmt.word)
         fmt = getattr(exact, "fmt", None)
-        if fmt is not None:
-            shift = fmt.frac - result.fmt.frac
-            grown = fmt.word - min(shift, 0)
-            beyond[0] |= max(fmt.word, grown, result.fmt.word) > 62 or shift > 61
+        if fmt is None:  # real data quantized into its role
+            return
+        shift = fmt.frac - result.fmt.frac
+        self.needed = max(self.needed, fmt.word - min(shift, 0))
+        self.held = max(self.held, fmt.word, result.fmt.word if shift else 0)
+        self.dropped = max(self.dropped, shift)
+        if role == "pre":
+            self.needed = max(self.needed, union_format(result.fmt, QFormat(2, 0)).word)
+        self.sources.setdefault((role, layer), []).append(fmt)
+        self.casts.append((fmt, result.fmt, cast.rounding, cast.overflow))
 
-    ar = FixedArithmetic(dp, np.random.default_rng(0), observe)
+    @property
+    def fits(self) -> bool:
+        return self.needed <= PROGRAM_MAX_BITS and self.dropped <= PROGRAM_MAX_SHIFT
+
+
+def stepwise_extent(net, dp, batch) -> Extent:
+    """The :class:`Extent` of one training step of ``net`` under ``dp`` on the stepwise path."""
+    extent = Extent()
+    ar = FixedArithmetic(dp, np.random.default_rng(0), extent)
     params = net.params_in(ar, net.init_params())
     x = ar.data(np.zeros((batch, net.layer_sizes[0])), "input")
     y = ar.data(np.zeros((batch, net.layer_sizes[-1])), "target")
     velocity = net.zero_velocity(ar, params) if dp.momentum is not None else None
     trace = net.forward(ar, params, x)
     net.sgd_step(ar, params, net.backward(ar, params, trace, y), velocity)
-    return beyond[0]
+    return extent
 
 
-@pytest.mark.parametrize("word", [29, 30, 31, 32])
-def test_both_sides_of_the_int64_bound_are_exact(word):
-    """Full-scale data at widths whose products are just inside and just outside 62 bits: inside,
-    the program runs on the kernel; outside, it does not trace and the Model falls back; both equal
-    the stepwise path."""
-    net = MLP([3, 4, 2], init="uniform_neg")
-    dp = Datapath.uniform(word, word // 2, "RND_CONV", "SAT")
-    params, x, y, _ = setup(net, dp, 3, word, full_scale=True)
-    want = stepwise(net, dp, params, x, y, None, None)
-    widest_product = 2 * word + 2  # weight x value summed over up to 4 terms (K = 3, 4; batch 3)
-    try:
-        trace_program(net, dp, 3, update=True)
-    except NotCompilable:
-        assert widest_product > 62
+#: A wide datapath's program holds a value of at least this many bits.
+WIDE_BITS = 56
+SIGNED_ROLES = ("input", "target", "weight", "bias")
+
+
+def with_cast(dp: Datapath, role: str, layer: int | None, cast: RoleCast) -> Datapath:
+    if layer is None:
+        return replace(dp, roles={**dp.roles, role: cast})
+    layers = {k: dict(v) for k, v in dp.layers.items()}
+    layers.setdefault(layer, {})[role] = cast
+    return replace(dp, layers=layers)
+
+
+@st.composite
+def wide_datapaths(draw, net: MLP, batch: int):
+    """Datapaths whose stepwise path forms values of WIDE_BITS..62 bits and no wider, so that they
+    trace. A narrow datapath (words <= 12), then casts widened one after another, each as far as
+    the format rules allow given the casts around it (searched on :func:`stepwise_extent`, never
+    on the tracer), ending 0..6 bits below that widest word. A widened cast keeps its binary point
+    ("frac"), or its integer bits ("int": its fraction grows with its word), or sits ``drop`` bits
+    below the finest input cast into it ("drop"; with ``under``, also that many bits narrower than
+    that input, so that it can overflow).
+
+    Scenarios: "product" widens a layer's input and weight (a wide dot product), then its ``acc``,
+    then its ``pre`` and ``act`` at ``acc``'s fraction (so that the outputs keep the low bits of the
+    wide values: the last layer's act is the network output); "gradient" widens a layer's local
+    error and input, then its ``weight_grad`` (an output). The widened ``acc`` / ``weight_grad``
+    either drops 56..61 bits (STOCH) or keeps the fraction and is 1..2 bits narrower than its input
+    (WRAP or SAT_SYM, at 60..61 bits next to a 62-bit product). "random": one to four casts of any
+    role and layer, each in a random mode."""
+    dp = draw(datapaths(net.n_layers, max_word=12))
+    extent = stepwise_extent(net, dp, batch)
+    assert extent.fits, "a datapath of words <= 12 fits 62 bits"
+    roles = [r for r in ROLES if r != "momentum" or dp.momentum is not None]
+    sites = [(r, None) if r in ("input", "target") else (r, i) for r in roles
+             for i in ([None] if r in ("input", "target") else range(net.n_layers))]
+
+    def widen(dp, extent, role, layer, mode, *, slack=0, cap=PROGRAM_MAX_BITS, int_bits=0, drop=0, under=0,
+              signed=None, rounding=None, overflow=None):
+        current = dp.cast_for(role, layer)
+        signed = current.signed if signed is None else signed
+        rounding = current.rounding if rounding is None else rounding
+        overflow = current.overflow if overflow is None else overflow
+        if mode == "frac":
+            frac_of = lambda word: current.frac
+        elif mode == "int":
+            frac_of = lambda word: word - int_bits
+        else:
+            sources = extent.sources.get((role, layer))
+            if not sources:
+                return dp, extent
+            finest = max(sources, key=lambda f: f.frac)
+            frac_of = lambda word: finest.frac - drop
+            if under:
+                cap = min(cap, finest.word - drop - under)
+
+        def attempt(word):
+            candidate = with_cast(dp, role, layer, RoleCast(word, frac_of(word), signed, rounding, overflow))
+            return candidate, stepwise_extent(net, candidate, batch)
+
+        if cap < 2:
+            return dp, extent
+        lo = attempt(2)
+        if not lo[1].fits:
+            return dp, extent
+        lo_word, hi_word = 2, cap + 1  # lo fits; search the widest word up to cap that fits
+        while hi_word - lo_word > 1:
+            mid = (lo_word + hi_word) // 2
+            tried = attempt(mid)
+            if tried[1].fits:
+                lo, lo_word = tried, mid
+            else:
+                hi_word = mid
+        if slack and lo_word - slack >= 2:
+            tried = attempt(lo_word - slack)
+            if tried[1].fits:
+                return tried
+        return lo
+
+    scenario = draw(st.sampled_from(["product", "gradient", "random"]))
+    if scenario == "random":
+        hot = draw(st.lists(st.sampled_from(sites), min_size=1, max_size=4, unique=True))
+        for role, layer in sorted(hot, key=lambda site: (ROLES.index(site[0]), site[1] or 0)):
+            mode = draw(st.sampled_from(["frac", "int", "drop"]))
+            dp, extent = widen(
+                dp, extent, role, layer, mode, slack=draw(st.integers(0, 6)), int_bits=draw(st.integers(-2, 6)),
+                drop=draw(st.one_of(st.integers(PROGRAM_MAX_SHIFT - 8, PROGRAM_MAX_SHIFT),
+                                    st.integers(0, PROGRAM_MAX_SHIFT))),
+                signed=True if role in SIGNED_ROLES else draw(st.booleans()),
+                rounding=draw(st.one_of(st.just(Rounding.STOCH), st.sampled_from(list(Rounding)))),
+                overflow=draw(st.one_of(st.sampled_from([Overflow.WRAP, Overflow.SAT_SYM]),
+                                        st.sampled_from(list(Overflow)))))
     else:
-        assert widest_product <= 62
-        assert_identical(numba_outputs(net, dp, params, x, y, None, None, 3), want)
+        i = draw(st.sampled_from([net.n_layers - 1, *range(net.n_layers)]))  # the last layer's act is the output
+        data_in = ("input", None) if i == 0 else ("act", i - 1)
+        first, second, target = ((data_in, ("weight", i), ("acc", i)) if scenario == "product"
+                                 else (("bias_grad", i), data_in, ("weight_grad", i)))
+        stochastic = draw(st.booleans())  # fine fractions (int mode) give a wide drop room
+        modes = st.just("int") if stochastic else st.sampled_from(["frac", "int"])
+        dp, extent = widen(dp, extent, *first, draw(modes), cap=draw(st.integers(12, 44)),
+                           int_bits=draw(st.integers(0, 3)))
+        dp, extent = widen(dp, extent, *second, draw(modes), slack=draw(st.integers(0, 2)),
+                           int_bits=draw(st.integers(0, 3)))
+        if stochastic:
+            dp, extent = widen(dp, extent, *target, "drop", drop=draw(st.integers(WIDE_BITS, PROGRAM_MAX_SHIFT)),
+                               signed=draw(st.booleans()), rounding=Rounding.STOCH)
+        else:
+            dp, extent = widen(dp, extent, *target, "drop", drop=draw(st.integers(0, 1)), under=draw(st.integers(1, 2)),
+                               signed=True, rounding=draw(st.sampled_from(list(Rounding))),
+                               overflow=draw(st.sampled_from([Overflow.WRAP, Overflow.SAT_SYM])))
+        if scenario == "product":  # the layer's pre and act keep acc's fraction: its low bits reach the output
+            for role in ("pre", "act"):
+                dp, extent = widen(dp, extent, role, i, "drop", signed=True)
+    for role, layer in sites:  # rarely needed: widen a cast at its binary point until a value is wide
+        if extent.held >= WIDE_BITS:
+            break
+        dp, extent = widen(dp, extent, role, layer, "frac")
+    return dp, extent
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), sizes=st.lists(st.integers(1, 4), min_size=2, max_size=4), batch=st.sampled_from([1, 2, 3, 7, 16]),
+       activation=st.sampled_from(ACTIVATIONS), output_activation=st.sampled_from(ACTIVATIONS),
+       loss=st.sampled_from(LOSSES), seed=st.integers(0, 1000), full_scale=st.sampled_from([True, True, False]))
+def test_numba_step_near_the_int64_bound_equals_the_stepwise_path(data, sizes, activation, output_activation, loss,
+                                                                  batch, seed, full_scale):
+    """Datapaths built to fit 62 bits with values of 56..62 bits (wide products, 60..62-bit WRAP
+    and SAT_SYM casts, STOCH casts dropping up to 61 bits): each traces, holds a value of at least
+    WIDE_BITS bits, runs on the numba kernel and equals the stepwise path bit for bit."""
+    net = MLP(sizes, activation, output_activation, loss, init="uniform_neg", seed=seed)
+    dp, extent = data.draw(wide_datapaths(net, batch))
+    traced = trace_program(net, dp, batch, update=True)  # built to fit: NotCompilable fails the test
+    widest = max(op.fmt.word for op in traced.program.ops if op.fmt is not None)
+    assert WIDE_BITS <= widest <= PROGRAM_MAX_BITS
+    event(f"widest value {widest} bits")
+    for src, dst, rounding, overflow in extent.casts:
+        if rounding is Rounding.STOCH and src.frac - dst.frac >= WIDE_BITS:
+            event(f"a STOCH cast drops >= {WIDE_BITS} bits")
+        if overflow in (Overflow.WRAP, Overflow.SAT_SYM) and dst.word >= 60 and dst.int_bits < src.int_bits:
+            event(f"a {overflow.name} cast into >= 60 bits that can overflow")
+    params, x, y, velocity = setup(net, dp, batch, seed, full_scale)
+    want = stepwise(net, dp, params, x, y, velocity, np.random.default_rng(seed + 7))
+    counted = CountedKernel()
+    got = NumbaStep(traced, counted).outputs(params, x, y, velocity, np.random.default_rng(seed + 7))
+    assert counted.calls == 1, "the step ran on the numba kernel"
+    assert_identical(got, want)
+
+
+def largest_word_inside(net: MLP, batch: int):
+    """The largest word w whose uniform datapath s{w}.{w//2} forms dot products of at most
+    PROGRAM_MAX_BITS bits, by matmul_format: forward (K = n_in), weight gradient (K = batch),
+    propagated error (K = n_out, layers after the first); and that widest product's bits."""
+    def widest_product(word: int) -> int:
+        fmt = QFormat(word, word // 2)
+        ks = net.layer_sizes[:-1] + [batch] + net.layer_sizes[2:]
+        return max(matmul_format(fmt, fmt, k).word for k in ks)
+
+    inside = max(w for w in range(2, PROGRAM_MAX_BITS + 1) if widest_product(w) <= PROGRAM_MAX_BITS)
+    return inside, widest_product
+
+
+@pytest.mark.parametrize("side", ["inside", "outside"])
+def test_both_sides_of_the_int64_bound_are_exact(side, monkeypatch):
+    """Full-scale data at the widest uniform word whose dot products fit PROGRAM_MAX_BITS and one
+    bit wider: inside, the program traces, holds that widest product, and runs on the numba kernel
+    (directly and as the Model's engine); outside, it does not trace and the Model computes on the
+    exact path. Gradients, updated weights and biases, and the output equal the stepwise path."""
+    net, batch = MLP([3, 4, 2], init="uniform_neg"), 3
+    inside, widest_product = largest_word_inside(net, batch)
+    word = inside if side == "inside" else inside + 1
+    assert (widest_product(word) <= PROGRAM_MAX_BITS) == (side == "inside")
+    dp = Datapath.uniform(word, word // 2, "RND_CONV", "SAT")
+    assert stepwise_extent(net, dp, batch).needed == widest_product(word), "the widest value is a dot product"
+    params, x, y, _ = setup(net, dp, batch, word, full_scale=True)
+    want = stepwise(net, dp, params, x, y, None, None)
+    n = net.n_layers
+    if side == "inside":
+        traced = trace_program(net, dp, batch, update=True)
+        assert max(op.fmt.word for op in traced.program.ops if op.fmt is not None) == widest_product(word)
+        counted = CountedKernel()
+        assert_identical(NumbaStep(traced, counted).outputs(params, x, y, None, None), want)
+        assert counted.calls == 1
+        assert isinstance(numba_step(net, dp, batch, update=True), NumbaStep)
+    else:
+        with pytest.raises(NotCompilable):
+            trace_program(net, dp, batch, update=True)
+        assert numba_step(net, dp, batch, update=True) is None
+
+    exact_forwards = []  # forward passes the Model runs on FixedArithmetic: the exact path
+    forward = net.forward
+
+    def spied_forward(ar, *args):
+        if isinstance(ar, FixedArithmetic):
+            exact_forwards.append(ar)
+        return forward(ar, *args)
+
+    monkeypatch.setattr(net, "forward", spied_forward)
     model = net.fixed_model(dp, backend="numba")
     model.params = params
-    model.train_step(x, y)
-    for got, new in zip(model.params, want[4:8:2]):
-        assert np.array_equal(np.asarray(got.weight.raw, dtype=object), np.asarray(new.raw, dtype=object))
+    grads = model.weight_gradients(x, y)
+    loss = model.train_step(x, y)
+    engines = [model._steps[(batch, update, False)] for update in (False, True)]
+    if side == "inside":
+        assert all(isinstance(e, NumbaStep) for e in engines) and exact_forwards == []
+    else:
+        assert engines == [None, None] and len(exact_forwards) == 2
+    assert_identical([v for g in grads for v in g], want[:2 * n])
+    assert_identical([v for p in model.params for v in (p.weight, p.bias)], want[2 * n:4 * n])
+    assert loss == net.loss.value(want[-1].to_float(), y.to_float())
 
 
 @pytest.mark.parametrize("batch", [1, 64])
