@@ -146,11 +146,13 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
 
     record()
     for epoch in range(1, config.epochs + 1):
-        for rows in batch_order(len(data.x_train), config.batch, epoch, config.seed):
-            x, y = data.x_train[rows], data.y_train[rows]
-            with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
-                models["float"].train_step(x, y)
-            models["fixed"].train_step(x, y)
+        batches = batch_order(len(data.x_train), config.batch, epoch, config.seed)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
+            for rows in batches:
+                models["float"].train_step(data.x_train[rows], data.y_train[rows])
+        # the two networks share nothing: the fixed one takes the epoch's batches in one call
+        # (on the numba kernel, its steps run in one kernel call: the same integers)
+        models["fixed"].train_batches(data.x_train, data.y_train, batches)
         record()
         if progress is not None:
             progress(epoch, _summary(curves, data.classes))

@@ -30,7 +30,7 @@ from fixprop.fixed.array import FixedArray
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
 from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
-                                OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
+                                OP_NAMES, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
                                 ZEROS, NotCompilable, TracedStep, trace_forward, trace_program)
 
 # Columns of the operation table (one row per operation).
@@ -46,6 +46,10 @@ WRAP = OVERFLOW_CODE[Overflow.WRAP]
 SAT_ZERO = OVERFLOW_CODE[Overflow.SAT_ZERO]
 # The kernel's fast elementwise loops of two slices take the codes up to MUL.
 assert (ADD, SUB, MUL) == tuple(range(MUL + 1))
+#: A kernel-only operation (after the program's codes): count the nonzero values of buffer ``a``
+#: (an exact cast, which the program leaves out: it only renames the format).
+COUNT_EXACT = 20
+assert COUNT_EXACT == len(OP_NAMES)
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
 COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
 
@@ -68,7 +72,8 @@ def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
     }[rounding]
 
 
-def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered):  # pragma: no cover - compiled
+def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered,  # pragma: no cover - compiled
+                n_steps, x_data, y_data, x_buf, y_buf, feedback):
     """Run every operation of ``ops`` (int64 table, OP_COLUMNS wide) on the workspaces ``mem``
     (int64 raw values) and ``fmem`` (float64 numbers). ``buffers`` (int64, 5 rows: offsets,
     rows, cols, rstride, cstride): buffer b has shape (rows[b], cols[b]) and its element (i, j)
@@ -78,6 +83,12 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     nonzero/saturated/underflowed counts to ``counts[op]``. Last, the buffers listed in
     ``outputs`` are copied one after another, each row-major, into ``gathered``.
 
+    ``n_steps`` training steps run one after another: before each, when ``x_data`` has rows, the
+    step's samples (rows ``step * batch ...``) of ``x_data``/``y_data`` are loaded into the input
+    buffers ``x_buf``/``y_buf``; after each, every (output, input) buffer pair of ``feedback`` is
+    copied (the updated parameters become the next step's). Each step's STOCH words follow the
+    previous step's in ``words``.
+
     Inner loops run over contiguous slices (views), which LLVM vectorizes; a strided or
     broadcast operand takes the element-at-a-time loop."""
     offsets = buffers[BUF_OFFSET]
@@ -85,287 +96,309 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     cols = buffers[BUF_COLS]
     rstride = buffers[BUF_RSTRIDE]
     cstride = buffers[BUF_CSTRIDE]
-    for n in range(ops.shape[0]):
-        code = ops[n, COL_CODE]
-        out = ops[n, COL_OUT]
-        a = ops[n, COL_A]
-        b = ops[n, COL_B]
-        R = rows[out]
-        C = cols[out]
-        o = offsets[out]
-        if code == CAST:  # input and output share one layout: element e of one is element e of the other
-            size = R * C
-            src = mem[offsets[a]:offsets[a] + size]
-            dst = mem[o:o + size]
-            shift = ops[n, COL_SHIFT]
-            lo = ops[n, COL_LO]
-            hi = ops[n, COL_HI]
-            overflow = ops[n, COL_OVERFLOW]
-            wrap_offset = ops[n, COL_WRAP_OFFSET]
-            wrap_mask = ops[n, COL_WRAP_MASK]
-            base = ops[n, COL_BIAS]
-            sign_bias = ops[n, COL_SIGN_BIAS]
-            odd_bias = ops[n, COL_ODD_BIAS]
-            stochastic = ops[n, COL_ROUNDING] == STOCH
-            if not count and not stochastic:
-                # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
-                # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0
-                if shift > 0:
+    words_per_step = words.shape[0] // n_steps
+    for step in range(n_steps):
+        word_base = step * words_per_step
+        if x_data.shape[0] > 0:  # this step's samples into the x and y inputs
+            batch = rows[x_buf]
+            for i in range(batch):
+                for j in range(cols[x_buf]):
+                    mem[offsets[x_buf] + i * rstride[x_buf] + j * cstride[x_buf]] = x_data[step * batch + i, j]
+                for j in range(cols[y_buf]):
+                    mem[offsets[y_buf] + i * rstride[y_buf] + j * cstride[y_buf]] = y_data[step * batch + i, j]
+        for n in range(ops.shape[0]):
+            code = ops[n, COL_CODE]
+            out = ops[n, COL_OUT]
+            a = ops[n, COL_A]
+            b = ops[n, COL_B]
+            R = rows[out]
+            C = cols[out]
+            o = offsets[out]
+            if code == CAST:  # input and output share one layout: element e of one is element e of the other
+                size = R * C
+                src = mem[offsets[a]:offsets[a] + size]
+                dst = mem[o:o + size]
+                shift = ops[n, COL_SHIFT]
+                lo = ops[n, COL_LO]
+                hi = ops[n, COL_HI]
+                overflow = ops[n, COL_OVERFLOW]
+                wrap_offset = ops[n, COL_WRAP_OFFSET]
+                wrap_mask = ops[n, COL_WRAP_MASK]
+                base = ops[n, COL_BIAS]
+                sign_bias = ops[n, COL_SIGN_BIAS]
+                odd_bias = ops[n, COL_ODD_BIAS]
+                stochastic = ops[n, COL_ROUNDING] == STOCH
+                if not count and not stochastic:
+                    # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
+                    # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0
+                    if shift > 0:
+                        for e in range(size):
+                            v = src[e]
+                            dst[e] = (v + base - sign_bias * (v >> 63) + odd_bias * ((v >> shift) & 1)) >> shift
+                    else:
+                        for e in range(size):
+                            dst[e] = src[e] << (-shift)
+                    if overflow == WRAP:  # the low word bits, two's complement when signed
+                        for e in range(size):
+                            dst[e] = ((dst[e] + wrap_offset) & wrap_mask) - wrap_offset
+                    elif overflow == SAT_ZERO:
+                        for e in range(size):
+                            r = dst[e]
+                            dst[e] = 0 if (r < lo or r > hi) else r
+                    else:  # SAT, SAT_SYM
+                        for e in range(size):
+                            dst[e] = min(max(dst[e], lo), hi)
+                else:  # STOCH, or counting: one element at a time
+                    fmt_min = ops[n, COL_FMT_MIN]
+                    fmt_max = ops[n, COL_FMT_MAX]
+                    first_word = ops[n, COL_FIRST_WORD]
                     for e in range(size):
                         v = src[e]
-                        dst[e] = (v + base - sign_bias * (v >> 63) + odd_bias * ((v >> shift) & 1)) >> shift
-                else:
-                    for e in range(size):
-                        dst[e] = src[e] << (-shift)
-                if overflow == WRAP:  # the low word bits, two's complement when signed
-                    for e in range(size):
-                        dst[e] = ((dst[e] + wrap_offset) & wrap_mask) - wrap_offset
-                elif overflow == SAT_ZERO:
-                    for e in range(size):
-                        r = dst[e]
-                        dst[e] = 0 if (r < lo or r > hi) else r
-                else:  # SAT, SAT_SYM
-                    for e in range(size):
-                        dst[e] = min(max(dst[e], lo), hi)
-            else:  # STOCH, or counting: one element at a time
-                fmt_min = ops[n, COL_FMT_MIN]
-                fmt_max = ops[n, COL_FMT_MAX]
-                first_word = ops[n, COL_FIRST_WORD]
-                for e in range(size):
-                    v = src[e]
-                    saturated = False
-                    if shift > 0:
-                        floor = v >> shift
-                        dropped = v & ((np.int64(1) << shift) - 1)
-                        if stochastic:  # up when the element's word is below dropped * 2**(64 - shift)
-                            threshold = np.uint64(dropped) << np.uint64(64 - shift)
-                            r = floor + 1 if (dropped != 0 and words[first_word + e] < threshold) else floor
-                            # saturated: the exact value outside the format's range
-                            saturated = floor + (1 if dropped != 0 else 0) > fmt_max or floor < fmt_min
-                        else:
-                            r = (v + base - sign_bias * (v >> 63) + odd_bias * (floor & 1)) >> shift
-                            saturated = r < lo or r > hi
-                    else:
-                        r = v << (-shift)
-                        saturated = (r > fmt_max or r < fmt_min) if stochastic else (r < lo or r > hi)
-                    if r < lo or r > hi:
-                        if overflow == WRAP:
-                            r = ((r + wrap_offset) & wrap_mask) - wrap_offset
-                        elif overflow == SAT_ZERO:
-                            r = 0
-                        else:
-                            r = min(max(r, lo), hi)
-                    dst[e] = r
-                    if count:
-                        if v != 0:
-                            counts[n, COUNT_NONZERO] += 1
-                            if r == 0:
-                                counts[n, COUNT_UNDERFLOWED] += 1
-                        if saturated:
-                            counts[n, COUNT_SATURATED] += 1
-        elif code == MATMUL:  # out(i, j) = sum_k A(i, k) B(k, j); the loop order follows the layouts
-            K = cols[a]
-            oa = offsets[a]
-            ob = offsets[b]
-            a_r, a_c = rstride[a], cstride[a]
-            b_r, b_c = rstride[b], cstride[b]
-            o_r, o_c = rstride[out], cstride[out]
-            narrow = ops[n, COL_NARROW] == 1  # both operands' formats fit int32 (the trace decided)
-            if o_r == 1 and a_r == 1 and R > 1:  # out and A contiguous along i (the batch): axpy down columns
-                for j in range(C):
-                    dst = mem[o + j * o_c:o + j * o_c + R]
-                    dst[:] = 0
-                    for k in range(K):
-                        bkj = mem[ob + k * b_r + j * b_c]
-                        if bkj != 0:
-                            src = mem[oa + k * a_c:oa + k * a_c + R]
-                            if narrow:  # int32 x int32 -> int64: the same products, twice as fast
-                                b32 = np.int64(np.int32(bkj))
-                                for i in range(R):
-                                    dst[i] += np.int64(np.int32(src[i])) * b32
+                        saturated = False
+                        if shift > 0:
+                            floor = v >> shift
+                            dropped = v & ((np.int64(1) << shift) - 1)
+                            if stochastic:  # up when the element's word is below dropped * 2**(64 - shift)
+                                threshold = np.uint64(dropped) << np.uint64(64 - shift)
+                                r = floor + 1 if (dropped != 0 and words[word_base + first_word + e] < threshold) else floor
+                                # saturated: the exact value outside the format's range
+                                saturated = floor + (1 if dropped != 0 else 0) > fmt_max or floor < fmt_min
                             else:
-                                for i in range(R):
-                                    dst[i] += src[i] * bkj
-            elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
-                for i in range(R):
-                    row = mem[oa + i * a_r:oa + i * a_r + K]
-                    for j in range(C):
-                        column = mem[ob + j * b_c:ob + j * b_c + K]
-                        acc = np.int64(0)
-                        if narrow:
-                            for k in range(K):
-                                acc += np.int64(np.int32(row[k])) * np.int64(np.int32(column[k]))
+                                r = (v + base - sign_bias * (v >> 63) + odd_bias * (floor & 1)) >> shift
+                                saturated = r < lo or r > hi
                         else:
-                            for k in range(K):
-                                acc += row[k] * column[k]
-                        mem[o + i * o_r + j * o_c] = acc
-            elif o_c == 1 and b_c == 1:  # out and B contiguous along j (row-major): axpy along rows
-                for i in range(R):
-                    dst = mem[o + i * o_r:o + i * o_r + C]
-                    dst[:] = 0
-                    for k in range(K):
-                        aik = mem[oa + i * a_r + k * a_c]
-                        if aik != 0:
-                            src = mem[ob + k * b_r:ob + k * b_r + C]
-                            for j in range(C):
-                                dst[j] += aik * src[j]
-            else:
-                for i in range(R):
+                            r = v << (-shift)
+                            saturated = (r > fmt_max or r < fmt_min) if stochastic else (r < lo or r > hi)
+                        if r < lo or r > hi:
+                            if overflow == WRAP:
+                                r = ((r + wrap_offset) & wrap_mask) - wrap_offset
+                            elif overflow == SAT_ZERO:
+                                r = 0
+                            else:
+                                r = min(max(r, lo), hi)
+                        dst[e] = r
+                        if count:
+                            if v != 0:
+                                counts[n, COUNT_NONZERO] += 1
+                                if r == 0:
+                                    counts[n, COUNT_UNDERFLOWED] += 1
+                            if saturated:
+                                counts[n, COUNT_SATURATED] += 1
+            elif code == MATMUL:  # out(i, j) = sum_k A(i, k) B(k, j); the loop order follows the layouts
+                K = cols[a]
+                oa = offsets[a]
+                ob = offsets[b]
+                a_r, a_c = rstride[a], cstride[a]
+                b_r, b_c = rstride[b], cstride[b]
+                o_r, o_c = rstride[out], cstride[out]
+                narrow = ops[n, COL_NARROW] == 1  # both operands' formats fit int32 (the trace decided)
+                if o_r == 1 and a_r == 1 and R > 1:  # out and A contiguous along i (the batch): axpy down columns
                     for j in range(C):
-                        acc = np.int64(0)
+                        dst = mem[o + j * o_c:o + j * o_c + R]
+                        dst[:] = 0
                         for k in range(K):
-                            acc += mem[oa + i * a_r + k * a_c] * mem[ob + k * b_r + j * b_c]
-                        mem[o + i * o_r + j * o_c] = acc
-        elif code == SUM0:  # out(0, j) = sum_i A(i, j)
-            oa = offsets[a]
-            Ra = rows[a]
-            a_r, a_c = rstride[a], cstride[a]
-            for j in range(C):
-                acc = np.int64(0)
-                if a_r == 1:
-                    column = mem[oa + j * a_c:oa + j * a_c + Ra]
-                    for i in range(Ra):
-                        acc += column[i]
+                            bkj = mem[ob + k * b_r + j * b_c]
+                            if bkj != 0:
+                                src = mem[oa + k * a_c:oa + k * a_c + R]
+                                if narrow:  # int32 x int32 -> int64: the same products, twice as fast
+                                    b32 = np.int64(np.int32(bkj))
+                                    for i in range(R):
+                                        dst[i] += np.int64(np.int32(src[i])) * b32
+                                else:
+                                    for i in range(R):
+                                        dst[i] += src[i] * bkj
+                elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
+                    for i in range(R):
+                        row = mem[oa + i * a_r:oa + i * a_r + K]
+                        for j in range(C):
+                            column = mem[ob + j * b_c:ob + j * b_c + K]
+                            acc = np.int64(0)
+                            if narrow:
+                                for k in range(K):
+                                    acc += np.int64(np.int32(row[k])) * np.int64(np.int32(column[k]))
+                            else:
+                                for k in range(K):
+                                    acc += row[k] * column[k]
+                            mem[o + i * o_r + j * o_c] = acc
+                elif o_c == 1 and b_c == 1:  # out and B contiguous along j (row-major): axpy along rows
+                    for i in range(R):
+                        dst = mem[o + i * o_r:o + i * o_r + C]
+                        dst[:] = 0
+                        for k in range(K):
+                            aik = mem[oa + i * a_r + k * a_c]
+                            if aik != 0:
+                                src = mem[ob + k * b_r:ob + k * b_r + C]
+                                for j in range(C):
+                                    dst[j] += aik * src[j]
                 else:
-                    for i in range(Ra):
-                        acc += mem[oa + i * a_r + j * a_c]
-                mem[o + j * cstride[out]] = acc
-        elif code == ZEROS:
-            mem[o:o + R * C] = 0
-        else:
-            # elementwise, with numpy's broadcasting (a stride of 0): the inner loop runs along
-            # the output's contiguous axis
-            c = ops[n, COL_COND]
-            a_r = rstride[a] if rows[a] > 1 else 0
-            a_c = cstride[a] if cols[a] > 1 else 0
-            b_r = 0 if b < 0 else (rstride[b] if rows[b] > 1 else 0)
-            b_c = 0 if b < 0 else (cstride[b] if cols[b] > 1 else 0)
-            c_r = rstride[c] if rows[c] > 1 else 0
-            c_c = cstride[c] if cols[c] > 1 else 0
-            if rstride[out] == 1 and R > 1:  # column-major: columns outer, rows inner
-                n_outer, n_inner, o_step = C, R, cstride[out]
-                a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_c, a_r, b_c, b_r, c_c, c_r
+                    for i in range(R):
+                        for j in range(C):
+                            acc = np.int64(0)
+                            for k in range(K):
+                                acc += mem[oa + i * a_r + k * a_c] * mem[ob + k * b_r + j * b_c]
+                            mem[o + i * o_r + j * o_c] = acc
+            elif code == SUM0:  # out(0, j) = sum_i A(i, j)
+                oa = offsets[a]
+                Ra = rows[a]
+                a_r, a_c = rstride[a], cstride[a]
+                for j in range(C):
+                    acc = np.int64(0)
+                    if a_r == 1:
+                        column = mem[oa + j * a_c:oa + j * a_c + Ra]
+                        for i in range(Ra):
+                            acc += column[i]
+                    else:
+                        for i in range(Ra):
+                            acc += mem[oa + i * a_r + j * a_c]
+                    mem[o + j * cstride[out]] = acc
+            elif code == ZEROS:
+                mem[o:o + R * C] = 0
+            elif code == COUNT_EXACT:  # a cast that only renames the format: its nonzero values
+                if count:
+                    values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
+                    for e in range(values.shape[0]):
+                        if values[e] != 0:
+                            counts[n, COUNT_NONZERO] += 1
             else:
-                n_outer, n_inner, o_step = R, C, rstride[out]
-                a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_r, a_c, b_r, b_c, c_r, c_c
-            sa = ops[n, COL_SHIFT_A]
-            sb = ops[n, COL_SHIFT_B]
-            for u in range(n_outer):
-                po = o + u * o_step
-                pa = offsets[a] + u * a_outer
-                pb = (offsets[b] if b >= 0 else 0) + u * b_outer
-                pc = offsets[c] + u * c_outer
-                done = True
-                if code == DYADIC:  # k * 2**-frac as the raw integer k: exact
-                    scale = 2.0 ** ops[n, COL_FRAC]
-                    dst = mem[po:po + n_inner]
-                    if a_inner == 1:
-                        numbers = fmem[pa:pa + n_inner]
-                        for v in range(n_inner):
-                            dst[v] = np.int64(numbers[v] * scale)
-                    else:
-                        for v in range(n_inner):
-                            dst[v] = np.int64(fmem[pa + v * a_inner] * scale)
-                elif code == WHERE_NUMBERS:
-                    fdst = fmem[po:po + n_inner]
-                    if c_inner == 1 and a_inner == 0 and b_inner <= 1:  # where(cond, number, numbers)
-                        cond = mem[pc:pc + n_inner]
-                        first = fmem[pa]
-                        if b_inner == 0:
-                            second = fmem[pb]
+                # elementwise, with numpy's broadcasting (a stride of 0): the inner loop runs along
+                # the output's contiguous axis
+                c = ops[n, COL_COND]
+                a_r = rstride[a] if rows[a] > 1 else 0
+                a_c = cstride[a] if cols[a] > 1 else 0
+                b_r = 0 if b < 0 else (rstride[b] if rows[b] > 1 else 0)
+                b_c = 0 if b < 0 else (cstride[b] if cols[b] > 1 else 0)
+                c_r = rstride[c] if rows[c] > 1 else 0
+                c_c = cstride[c] if cols[c] > 1 else 0
+                if rstride[out] == 1 and R > 1:  # column-major: columns outer, rows inner
+                    n_outer, n_inner, o_step = C, R, cstride[out]
+                    a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_c, a_r, b_c, b_r, c_c, c_r
+                else:
+                    n_outer, n_inner, o_step = R, C, rstride[out]
+                    a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_r, a_c, b_r, b_c, c_r, c_c
+                sa = ops[n, COL_SHIFT_A]
+                sb = ops[n, COL_SHIFT_B]
+                for u in range(n_outer):
+                    po = o + u * o_step
+                    pa = offsets[a] + u * a_outer
+                    pb = (offsets[b] if b >= 0 else 0) + u * b_outer
+                    pc = offsets[c] + u * c_outer
+                    done = True
+                    if code == DYADIC:  # k * 2**-frac as the raw integer k: exact
+                        scale = 2.0 ** ops[n, COL_FRAC]
+                        dst = mem[po:po + n_inner]
+                        if a_inner == 1:
+                            numbers = fmem[pa:pa + n_inner]
                             for v in range(n_inner):
-                                fdst[v] = first if cond[v] != 0 else second
+                                dst[v] = np.int64(numbers[v] * scale)
                         else:
-                            seconds = fmem[pb:pb + n_inner]
                             for v in range(n_inner):
-                                fdst[v] = first if cond[v] != 0 else seconds[v]
-                    else:
-                        for v in range(n_inner):
-                            fdst[v] = fmem[pa + v * a_inner] if mem[pc + v * c_inner] != 0 else fmem[pb + v * b_inner]
-                elif a_inner == 1 and b_inner == 0:  # against one value (a constant, or a broadcast)
-                    dst = mem[po:po + n_inner]
-                    x = mem[pa:pa + n_inner]
-                    y = mem[pb] << sb
-                    if code == ADD:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) + y
-                    elif code == SUB:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) - y
-                    elif code == MUL:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) * y
-                    elif code == MAXIMUM:
-                        for v in range(n_inner):
-                            dst[v] = max(x[v] << sa, y)
-                    elif code == MINIMUM:
-                        for v in range(n_inner):
-                            dst[v] = min(x[v] << sa, y)
-                    elif code == GT:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) > y
-                    elif code == LT:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) < y
-                    elif code == GE:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) >= y
-                    elif code == LE:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) <= y
-                    elif code == EQ:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) == y
+                                dst[v] = np.int64(fmem[pa + v * a_inner] * scale)
+                    elif code == WHERE_NUMBERS:
+                        fdst = fmem[po:po + n_inner]
+                        if c_inner == 1 and a_inner == 0 and b_inner <= 1:  # where(cond, number, numbers)
+                            cond = mem[pc:pc + n_inner]
+                            first = fmem[pa]
+                            if b_inner == 0:
+                                second = fmem[pb]
+                                for v in range(n_inner):
+                                    fdst[v] = first if cond[v] != 0 else second
+                            else:
+                                seconds = fmem[pb:pb + n_inner]
+                                for v in range(n_inner):
+                                    fdst[v] = first if cond[v] != 0 else seconds[v]
+                        else:
+                            for v in range(n_inner):
+                                fdst[v] = fmem[pa + v * a_inner] if mem[pc + v * c_inner] != 0 else fmem[pb + v * b_inner]
+                    elif a_inner == 1 and b_inner == 0:  # against one value (a constant, or a broadcast)
+                        dst = mem[po:po + n_inner]
+                        x = mem[pa:pa + n_inner]
+                        y = mem[pb] << sb
+                        if code == ADD:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) + y
+                        elif code == SUB:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) - y
+                        elif code == MUL:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) * y
+                        elif code == MAXIMUM:
+                            for v in range(n_inner):
+                                dst[v] = max(x[v] << sa, y)
+                        elif code == MINIMUM:
+                            for v in range(n_inner):
+                                dst[v] = min(x[v] << sa, y)
+                        elif code == GT:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) > y
+                        elif code == LT:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) < y
+                        elif code == GE:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) >= y
+                        elif code == LE:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) <= y
+                        elif code == EQ:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) == y
+                        else:
+                            done = False
+                    elif a_inner == 1 and b_inner == 1 and code <= MUL:  # ADD, SUB, MUL of two slices
+                        dst = mem[po:po + n_inner]
+                        x = mem[pa:pa + n_inner]
+                        y = mem[pb:pb + n_inner]
+                        if code == ADD:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) + (y[v] << sb)
+                        elif code == SUB:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) - (y[v] << sb)
+                        else:
+                            for v in range(n_inner):
+                                dst[v] = (x[v] << sa) * (y[v] << sb)
                     else:
                         done = False
-                elif a_inner == 1 and b_inner == 1 and code <= MUL:  # ADD, SUB, MUL of two slices
-                    dst = mem[po:po + n_inner]
-                    x = mem[pa:pa + n_inner]
-                    y = mem[pb:pb + n_inner]
-                    if code == ADD:
+                    if not done:  # every code, one element at a time (strided or broadcast operands)
                         for v in range(n_inner):
-                            dst[v] = (x[v] << sa) + (y[v] << sb)
-                    elif code == SUB:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) - (y[v] << sb)
-                    else:
-                        for v in range(n_inner):
-                            dst[v] = (x[v] << sa) * (y[v] << sb)
-                else:
-                    done = False
-                if not done:  # every code, one element at a time (strided or broadcast operands)
-                    for v in range(n_inner):
-                        x = mem[pa + v * a_inner] << sa
-                        y = mem[pb + v * b_inner] << sb
-                        if code == ADD:
-                            r = x + y
-                        elif code == SUB:
-                            r = x - y
-                        elif code == MUL:
-                            r = x * y
-                        elif code == MAXIMUM:
-                            r = max(x, y)
-                        elif code == MINIMUM:
-                            r = min(x, y)
-                        elif code == WHERE:
-                            r = x if mem[pc + v * c_inner] != 0 else y
-                        elif code == GT:
-                            r = 1 if x > y else 0
-                        elif code == LT:
-                            r = 1 if x < y else 0
-                        elif code == GE:
-                            r = 1 if x >= y else 0
-                        elif code == LE:
-                            r = 1 if x <= y else 0
-                        elif code == EQ:
-                            r = 1 if x == y else 0
-                        elif code == AND:
-                            r = 1 if (x != 0 and y != 0) else 0
-                        elif code == OR:
-                            r = 1 if (x != 0 or y != 0) else 0
-                        else:
-                            raise ValueError("run_program: an operation code this kernel does not know")
-                        mem[po + v] = r
+                            x = mem[pa + v * a_inner] << sa
+                            y = mem[pb + v * b_inner] << sb
+                            if code == ADD:
+                                r = x + y
+                            elif code == SUB:
+                                r = x - y
+                            elif code == MUL:
+                                r = x * y
+                            elif code == MAXIMUM:
+                                r = max(x, y)
+                            elif code == MINIMUM:
+                                r = min(x, y)
+                            elif code == WHERE:
+                                r = x if mem[pc + v * c_inner] != 0 else y
+                            elif code == GT:
+                                r = 1 if x > y else 0
+                            elif code == LT:
+                                r = 1 if x < y else 0
+                            elif code == GE:
+                                r = 1 if x >= y else 0
+                            elif code == LE:
+                                r = 1 if x <= y else 0
+                            elif code == EQ:
+                                r = 1 if x == y else 0
+                            elif code == AND:
+                                r = 1 if (x != 0 and y != 0) else 0
+                            elif code == OR:
+                                r = 1 if (x != 0 or y != 0) else 0
+                            else:
+                                raise ValueError("run_program: an operation code this kernel does not know")
+                            mem[po + v] = r
+        for pair in range(feedback.shape[0]):  # the new parameters (and velocities) become the inputs
+            source, target = feedback[pair, 0], feedback[pair, 1]
+            for i in range(rows[target]):
+                for j in range(cols[target]):
+                    mem[offsets[target] + i * rstride[target] + j * cstride[target]] = \
+                        mem[offsets[source] + i * rstride[source] + j * cstride[source]]
 
     start = 0
     for buf in outputs:
@@ -438,6 +471,9 @@ class ProgramRunner:
         self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
         self.counts = np.zeros((len(self.ops), 3), dtype=np.int64)
         self.input_views = [self.view(buf) for _, buf, _ in program.inputs]
+        buffer_of = {name: buf for name, buf, _ in program.inputs}
+        self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
+        self.counted_steps = 1
         self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
         ends = np.cumsum([sizes[buf] for buf, _, _ in program.outputs])
         self.output_slices = [(int(end - sizes[buf]), int(end), shape)
@@ -456,7 +492,11 @@ class ProgramRunner:
         """The operation table (transposes are views: no row) and the stochastic casts in the order
         they run (rows, number of words, whether the buffer is column-major)."""
         ops = [op for op in program.ops if op.code != TRANSPOSE]
-        table = np.zeros((len(ops), OP_COLUMNS), dtype=np.int64)
+        table = np.zeros((len(ops) + len(program.exact_casts), OP_COLUMNS), dtype=np.int64)
+        self.exact_rows = []  # the exact casts' counting rows, after every operation
+        for k, (role, layer, buf, fmt) in enumerate(program.exact_casts):
+            table[len(ops) + k, :COL_COND] = (COUNT_EXACT, buf, buf, -1, 0, 0)
+            self.exact_rows.append((len(ops) + k, role, layer, buf, fmt))
         self.cast_rows = []
         stochastic, words = [], 0
         for n, op in enumerate(ops):
@@ -495,13 +535,16 @@ class ProgramRunner:
 
     def report_counts(self, counter) -> None:
         """Give the last counted run's cast counts to ``counter.add_counts(role, layer, fmt, count,
-        nonzero, saturated, underflowed)``, in the order the casts ran (exact casts after them)."""
+        nonzero, saturated, underflowed)``, in the order the casts ran (exact casts after them),
+        summed over the run's steps."""
         sizes = self.rows * self.cols
         for n, op in self.cast_rows:
             nonzero, saturated, underflowed = (int(c) for c in self.counts[n])
-            counter.add_counts(op.role, op.layer, op.fmt, int(sizes[op.a]), nonzero, saturated, underflowed)
-        for role, layer, buf, fmt in self.step.program.exact_casts:
-            counter.add_counts(role, layer, fmt, int(sizes[buf]), int(np.count_nonzero(self.view(buf))), 0, 0)
+            counter.add_counts(op.role, op.layer, op.fmt, int(sizes[op.a]) * self.counted_steps, nonzero,
+                               saturated, underflowed)
+        for n, role, layer, buf, fmt in self.exact_rows:
+            counter.add_counts(role, layer, fmt, int(sizes[buf]) * self.counted_steps,
+                               int(self.counts[n, COUNT_NONZERO]), 0, 0)
 
     def run(self, raws: list[np.ndarray], rng=None, count: bool = False) -> list[np.ndarray]:
         """One step on the inputs' raw integers (int64, in ``program.inputs`` order); returns the
@@ -511,13 +554,51 @@ class ProgramRunner:
             view[...] = raw
         if self.stochastic:
             self._draw_words(rng)
+        return self._call(1, self.words, _NO_DATA, _NO_DATA, _NO_FEEDBACK, count)
+
+    def run_steps(self, raws: list[np.ndarray], x_data: np.ndarray, y_data: np.ndarray, feedback: np.ndarray,
+                  rng=None, count: bool = False) -> list[np.ndarray]:
+        """``len(x_data) // batch`` steps: ``raws`` are the inputs other than x and y (in
+        ``program.inputs`` order), step s trains on rows [s*batch, (s+1)*batch) of ``x_data``
+        and ``y_data`` (int64 raws in the input and target roles) and ``feedback`` (output
+        buffer, input buffer) pairs carry the new parameters to the next step. STOCH words come
+        from a numpy Generator, every step's after the previous one's, as step-by-step calls
+        draw them. Returns the last step's outputs (as :meth:`run`)."""
+        batch = int(self.rows[self.x_buf])
+        n_steps = len(x_data) // batch
+        for view, raw in zip(self.input_views[:-2], raws):
+            view[...] = raw
+        words = self.words
+        if self.stochastic:
+            if not isinstance(rng, np.random.Generator):
+                raise ModeError("run_steps draws STOCH words from a numpy Generator (an LFSR source "
+                                "draws per step: call run once per step)")
+            per_step = self.words.size
+            drawn = q.random_words(rng, (n_steps * per_step,)).reshape(n_steps, per_step)
+            start = 0
+            for rows, size, colmajor in self.stochastic:
+                if colmajor:  # each step's words of this cast, into its buffer's memory order
+                    block = drawn[:, start:start + size].reshape(n_steps, rows, size // rows)
+                    drawn[:, start:start + size] = block.transpose(0, 2, 1).reshape(n_steps, size)
+                start += size
+            words = drawn.reshape(-1)
+        return self._call(n_steps, words, np.ascontiguousarray(x_data, dtype=np.int64),
+                          np.ascontiguousarray(y_data, dtype=np.int64), feedback, count)
+
+    def _call(self, n_steps, words, x_data, y_data, feedback, count) -> list[np.ndarray]:
         if count:
             self.counts[:] = 0
+        self.counted_steps = n_steps
         gathered = np.empty(self.gathered_size, dtype=np.int64)
-        self.kernel(self.ops, self.buffers, self.mem, self.fmem, self.words, self.counts, count,
-                    self.output_buffers, gathered)
+        self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, self.counts, count,
+                    self.output_buffers, gathered, n_steps, x_data, y_data, self.x_buf, self.y_buf, feedback)
         gathered.flags.writeable = False  # the outputs are read-only views of it
         return [gathered[start:end].reshape(shape) for start, end, shape in self.output_slices]
+
+
+#: run()'s empty step data and feedback (one step on inputs already written).
+_NO_DATA = np.zeros((0, 0), dtype=np.int64)
+_NO_FEEDBACK = np.zeros((0, 2), dtype=np.int64)
 
 
 class NumbaStep:
@@ -534,6 +615,15 @@ class NumbaStep:
         same = {fmt: fmt for fmt in self.input_formats}
         self.formats = [same.get(fmt, fmt) for _, fmt, _ in step.program.outputs]
         self.uses_rng = bool(self.runner.stochastic)
+        # train_steps: the updated parameters (outputs 2n.., velocities 4n..) feed the next step's inputs
+        n = self.net.n_layers
+        program = step.program
+        pairs = []
+        if self.update and not self.forward_only:
+            pairs = [(program.outputs[2 * n + k][0], program.inputs[k][1]) for k in range(2 * n)]
+            if self.momentum:
+                pairs += [(program.outputs[4 * n + k][0], program.inputs[2 * n + k][1]) for k in range(2 * n)]
+        self.feedback = np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
     def _values(self, params, velocity) -> list:
         values = [v for p in params for v in (p.weight, p.bias)]
@@ -573,6 +663,34 @@ class NumbaStep:
         if counter is not None:
             self.runner.report_counts(counter)
         return [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
+
+    def train_steps(self, params, x, y, velocity=None, rng=None, counter=None):
+        """SGD steps on consecutive batches of ``x`` and ``y`` (FixedArrays in the input and target
+        roles, ``k * batch`` rows: step s on rows [s*batch, (s+1)*batch)) in one kernel call: the
+        integers ``train_step`` gives step after step. Returns (new params, new velocity or None,
+        the last step's output before its update). STOCH words come from a numpy Generator."""
+        if not self.update:
+            raise ValueError("this step was traced without update=True")
+        batch = int(self.runner.rows[self.runner.x_buf])
+        if x.shape[0] != y.shape[0] or x.shape[0] % batch or x.shape[0] == 0:
+            raise ValueError(f"train_steps needs x and y of k * {batch} rows; got {x.shape[0]} and {y.shape[0]}")
+        values = self._values(params, velocity)
+        for v, fmt, name in zip(values + [x, y], self.input_formats, self.input_names):
+            if not _in_format(v, fmt):
+                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
+                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
+        if self.uses_rng and not isinstance(rng, np.random.Generator):
+            raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
+                            "(an LFSR source draws per step: call train_step once per step)")
+        outputs = self.runner.run_steps([v.raw for v in values], x.raw, y.raw, self.feedback, rng,
+                                        count=counter is not None)
+        if counter is not None:
+            self.runner.report_counts(counter)
+        out = [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
+        n = self.net.n_layers
+        new = [LayerParams(out[2 * n + 2 * i], out[2 * n + 2 * i + 1]) for i in range(n)]
+        vel = [LayerParams(out[4 * n + 2 * i], out[4 * n + 2 * i + 1]) for i in range(n)] if self.momentum else None
+        return new, vel, out[-1]
 
     def gradients(self, params, x, y, velocity=None, rng=None, counter=None) -> list[tuple[FixedArray, FixedArray]]:
         """[(weight_grad, bias_grad), ...] per layer."""

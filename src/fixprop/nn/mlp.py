@@ -346,6 +346,49 @@ class Model:
             output = trace.output
         return self.net.loss.value(ar.to_float(output), ar.to_float(y_q))
 
+    def train_batches(self, x: Any, y: Any, batches: Sequence[np.ndarray]) -> None:
+        """SGD steps on ``x[rows]``, ``y[rows]`` for each index array ``rows`` of ``batches``, in
+        order: the integers of ``for rows in batches: self.train_step(x[rows], y[rows])``. On
+        the numba kernel, consecutive batches of one size run in one kernel call (their data
+        quantized into the input and target roles once: an observer sees one data cast per run
+        of batches instead of one per batch, the same counts)."""
+        x, y = np.asarray(x), np.asarray(y)
+        start = 0
+        while start < len(batches):
+            size = len(batches[start])
+            end = start
+            while end < len(batches) and len(batches[end]) == size:
+                end += 1
+            if end - start < 2 or not self._steps_in_one_call(size):
+                for rows in batches[start:end]:
+                    self.train_step(x[rows], y[rows])
+            else:
+                rows = np.concatenate(batches[start:end])
+                x_q, y_q = self._data(x[rows], y[rows])
+                step = self._compiled(size, update=True)
+                try:
+                    self.params, self.velocity, _ = step.train_steps(
+                        self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None), **self._counting())
+                except NotInRoleFormat:  # parameters in other formats: step by step, as given
+                    for one in batches[start:end]:
+                        self.train_step(x[one], y[one])
+            start = end
+
+    def _steps_in_one_call(self, batch: int) -> bool:
+        """True when batches of this size can run several steps in one numba kernel call: the
+        numba step is in use, the input and target roles round deterministically (quantizing all
+        batches at once draws nothing), and STOCH words (if any) come from a numpy Generator."""
+        from fixprop.fixed.modes import Rounding
+        from fixprop.nn.kernels import NumbaStep
+
+        datapath = getattr(self.arithmetic, "datapath", None)
+        if datapath is None or not isinstance(self._compiled(batch, update=True), NumbaStep):
+            return False
+        if any(datapath.cast_for(role, None).rounding is Rounding.STOCH for role in ("input", "target")):
+            return False
+        rng = getattr(self.arithmetic, "rng", None)
+        return rng is None or isinstance(rng, np.random.Generator)
+
     def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
         """x and y in the input and target roles (quantized once), as 2-D batches."""
         ar = self.arithmetic
