@@ -35,8 +35,10 @@ def test_bench_quick_json_structure(capsys):
     for kind in ("cold", "cached"):
         assert {"import_numba", "first_step", "second_step", "first_step_with_numba_import"} <= set(compile_cost[kind])
     assert {"compile_cold_seconds", "compile_cached_seconds"} <= set(result["ratios"])
+    assert result["train"]["same_results"] is True  # both engines' training results compared, equal
+    assert {"ik_train_numpy_vs_compiled", "ik_train_numpy_vs_compiled_no_counts"} <= set(result["ratios"])
 
 
 def test_bench_rejects_unknown_sections(capsys):
     assert main(["bench", "--quick", "nonsense"]) == 2
-    assert "allowed: matmul, train_step, seed, memory, backends, compile" in capsys.readouterr().err
+    assert "allowed: matmul, train_step, seed, memory, backends, compile, train" in capsys.readouterr().err

@@ -653,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(those installed), with warm-up and interleaved repeats; print medians and ratios.",
     )
     bench.add_argument("sections", nargs="*", metavar="SECTION",
-                       help="matmul, train_step, seed, memory, backends, compile (default: all)")
+                       help="matmul, train_step, seed, memory, backends, compile, train (default: all)")
     bench.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",
                        help="engine of the compiled fixed-point steps timed in train_step and seed "
                             "(default auto; the backends section times every engine)")

@@ -23,7 +23,7 @@ from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic
 from fixprop.nn.compiled import compile_step
 from fixprop.nn.mlp import MLP
 
-SECTIONS = ("matmul", "train_step", "seed", "memory", "backends", "compile")
+SECTIONS = ("matmul", "train_step", "seed", "memory", "backends", "compile", "train")
 
 
 @dataclass(frozen=True)
@@ -441,6 +441,31 @@ def bench_compile(sizes: Sizes) -> dict:
     return out
 
 
+def bench_train(sizes: Sizes) -> dict:
+    """``fixprop train --dataset ik`` (20 epochs; 2 with --quick), the seed's hardware network
+    3 -> 16 -> 5 at seed(24,12), on the numpy engine and on the numba kernel in one process,
+    with the command's default saturation counting and without it; the two engines' final
+    integers are checked equal (a difference raises)."""
+    from fixprop.explore.train import TrainConfig, train
+
+    epochs = 2 if sizes.repeats <= 3 else 20
+    dp = Datapath.seed(24, 12)
+    seconds: dict[str, float] = {}
+    for counting in (True, False):
+        finals = {}
+        for backend in ("numba", "numpy"):
+            config = TrainConfig(dataset="ik", epochs=epochs, backend=backend)
+            train(config, dp, count_casts=counting)  # compile / warm up
+            start = time.perf_counter()
+            result = train(config, dp, count_casts=counting)
+            seconds[f"{backend}{'' if counting else '_no_counts'}"] = time.perf_counter() - start
+            finals[backend] = (result["fixed"], result["saturation"])
+        if finals["numba"] != finals["numpy"]:
+            raise AssertionError("fixprop train: the numba and numpy engines' results differ")
+    return {"dataset": "ik", "epochs": epochs, "network": [3, 16, 5], "datapath": "seed(24,12)",
+            "same_results": True, "seconds": seconds}
+
+
 def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False,
         progress: Callable[[str], None] | None = None, backend: str = "auto") -> dict:
     """Run the chosen sections; returns every median and the ratios. ``backend``: the engine of
@@ -453,7 +478,7 @@ def run(sections: tuple[str, ...] = SECTIONS, quick: bool = False,
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     sizes = replace(Sizes.quick() if quick else Sizes(), backend=backend)
     functions = {"matmul": bench_matmul, "train_step": bench_train_step, "seed": bench_seed, "memory": bench_memory,
-                 "backends": bench_backends, "compile": bench_compile}
+                 "backends": bench_backends, "compile": bench_compile, "train": bench_train}
     result: dict = {"quick": quick, "sizes": sizes.__dict__ | {"train_shape": list(sizes.train_shape)},
                     "peers": {name: _available(name) for name in ("apytypes", "jax", "torch")}}
     for i, name in enumerate(sections, 1):
@@ -480,6 +505,7 @@ TARGETS = {
     "matmul_full_scale_vs_blas": ("<=", 1.3),
     "memory_vs_float": ("<=", 3.0),
     "compile_cached_seconds": ("<=", 0.5),
+    "ik_train_numpy_vs_compiled": (">=", 20.0),
 }
 
 
@@ -563,6 +589,10 @@ def ratios(result: dict) -> dict:
     if "memory" in result:
         p = result["memory"]["peak_bytes"]
         out["memory_vs_float"] = p["fixprop_fixed"] / p["fixprop_float"]
+    if "train" in result:
+        t = result["train"]["seconds"]
+        out["ik_train_numpy_vs_compiled"] = t["numpy"] / t["numba"]
+        out["ik_train_numpy_vs_compiled_no_counts"] = t["numpy_no_counts"] / t["numba_no_counts"]
     if "compile" in result and result["compile"]["numba_available"]:
         out["compile_cold_seconds"] = result["compile"]["cold"]["first_step_with_numba_import"]
         out["compile_cached_seconds"] = result["compile"]["cached"]["first_step_with_numba_import"]
