@@ -15,7 +15,7 @@ import numpy as np
 
 from fixprop.errors import RangeError, RawTypeError, ShapeError
 from fixprop.fixed import quantize as q
-from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs
+from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs, norms_prove_exact, sq_norm_max
 from fixprop.fixed.format import (
     QFormat,
     add_format,
@@ -54,6 +54,20 @@ def _int_array(raw: Any) -> np.ndarray:
     )
 
 
+def _int64_in_range(ints: np.ndarray, fmt: QFormat, overflow: Overflow | None) -> int | None:
+    """max |ints| when ``ints`` is a non-empty int64 array whose values all lie in the range that
+    ``overflow`` keeps for ``fmt`` (so no mode changes any value), else None.
+
+    Two reductions (min, max) instead of an elementwise mask, and max |raw| comes with them."""
+    if ints.dtype != np.int64 or ints.size == 0 or not fmt.fits_int64:
+        return None
+    lo, hi = q.overflow_bounds(fmt, overflow)
+    low, high = int(ints.min()), int(ints.max())
+    if low < lo or high > hi:
+        return None
+    return max(high, -low)
+
+
 def _frozen(raw: np.ndarray) -> np.ndarray:
     """Mark an array fixprop owns as read-only (views of read-only arrays already are)."""
     raw = np.asarray(raw)
@@ -84,7 +98,7 @@ class FixedArray:
             format; an :class:`Overflow` mode brings them into range instead.
     """
 
-    __slots__ = ("_ints", "_fmt", "_float_cache", "_max_abs_cache")
+    __slots__ = ("_ints", "_fmt", "_float_cache", "_max_abs_cache", "_sq_cache")
     __array_ufunc__ = None  # numpy operators defer to FixedArray: no silent float conversion
     __hash__ = None  # elementwise == makes FixedArray unhashable, like numpy arrays
 
@@ -93,12 +107,16 @@ class FixedArray:
         ints = _int_array(raw)
         if overflow is not None:
             overflow = Overflow.parse(overflow)
-        stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
-        if overflow is None and out_of_range is not None and out_of_range.any():
-            raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
+        self._float_cache = self._max_abs_cache = self._sq_cache = None
+        in_range = _int64_in_range(ints, fmt, overflow)
+        if in_range is not None:  # every value already in range: no overflow mode changes any
+            stored, self._max_abs_cache = ints, in_range
+        else:
+            stored, out_of_range = q.apply_overflow(ints, fmt, overflow)
+            if overflow is None and out_of_range is not None and out_of_range.any():
+                raise _range_error(ints, out_of_range, fmt, "FixedArray(raw, fmt)")
         self._ints = _frozen(np.array(stored, copy=True))  # never freeze or alias the caller's array
         self._fmt = fmt
-        self._float_cache = self._max_abs_cache = None
 
     @classmethod
     def _trusted(cls, raw: np.ndarray, fmt: QFormat) -> "FixedArray":
@@ -106,7 +124,7 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = None
+        out._float_cache = out._max_abs_cache = out._sq_cache = None
         return out
 
     @classmethod
@@ -116,7 +134,7 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = raw
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = None
+        out._float_cache = out._max_abs_cache = out._sq_cache = None
         return out
 
     @classmethod
@@ -127,14 +145,16 @@ class FixedArray:
         out._ints = None
         out._fmt = fmt
         out._float_cache = _frozen(values)
-        out._max_abs_cache = None
+        out._max_abs_cache = out._sq_cache = None
         return out
 
     def _view(self, ints: np.ndarray | None, floats: np.ndarray | None, same_elements: bool) -> "FixedArray":
-        """A FixedArray over views of the storage, carrying the caches that stay valid."""
+        """A FixedArray over views of the storage, carrying the caches that stay valid (the
+        squared-norm cache depends on the layout: only ``T`` carries it, swapped)."""
         out = object.__new__(FixedArray)
         out._ints, out._fmt, out._float_cache = ints, self._fmt, floats
         out._max_abs_cache = self._max_abs_cache if same_elements else None
+        out._sq_cache = None
         return out
 
     def _storage(self) -> np.ndarray:
@@ -154,6 +174,15 @@ class FixedArray:
         if self._max_abs_cache is None:
             self._max_abs_cache = max_abs(self._storage())
         return self._max_abs_cache
+
+    def _sq_norm(self, axis: int) -> float:
+        """``blas.sq_norm_max`` of the exact float64 copy along ``axis`` (-1 rows, -2 columns;
+        cached; the matmul's norm bound). Only called when ``_float64()`` is not None."""
+        if self._sq_cache is None:
+            self._sq_cache = {}
+        if axis not in self._sq_cache:
+            self._sq_cache[axis] = sq_norm_max(self._float64(), axis)
+        return self._sq_cache[axis]
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -251,7 +280,10 @@ class FixedArray:
 
     @property
     def T(self) -> "FixedArray":
-        return self._map(lambda a: a.T, same_elements=True)
+        out = self._map(lambda a: a.T, same_elements=True)
+        if self.ndim == 2 and self._sq_cache:  # a 2-D transpose swaps row and column norms
+            out._sq_cache = {-1 - (axis == -1): v for axis, v in self._sq_cache.items()}
+        return out
 
     def transpose(self, *axes: int) -> "FixedArray":
         return self._map(lambda a: a.transpose(*axes), same_elements=True)
@@ -421,8 +453,10 @@ def _broadcast_shape(a: FixedArray, b: FixedArray, symbol: str) -> tuple[int, ..
 def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
     """Exact matrix product (numpy ``@`` shape rules); word = wa + wb + ceil(log2 K), frac = fa + fb.
 
-    Computed on float64 BLAS in exact blocks, splitting operands into limbs where a single
-    product could reach 2**53 (``fixed/blas.py``); the result is the exact integer product.
+    Computed on float64 BLAS: in one call when the formats, max |a| * max |b| * K, or the row
+    and column norms (cached on the operands) bound every partial sum by 2**53, the result then
+    kept as its exact float64 copy; else in exact K blocks, splitting operands into limbs where
+    a single product could reach 2**53 (``fixed/blas.py``). The result is the exact integer product.
     """
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"@ needs arrays of at least one dimension; got shapes {a.shape} and {b.shape}")
@@ -437,9 +471,17 @@ def matmul(a: FixedArray, b: FixedArray) -> FixedArray:
     if fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:  # the formats alone prove one float64 product exact
         return FixedArray._trusted_float(np.matmul(a._float64(), b._float64()), fmt)
     a_float, b_float = a._float64(), b._float64()
-    if a_float is not None and b_float is not None and a._max_abs() * b._max_abs() * k <= FLOAT64_EXACT_LIMIT:
+    if a_float is None or b_float is None:
+        return FixedArray._trusted(exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a_float, b_float), fmt)
+    per_product = a._max_abs() * b._max_abs()
+    if per_product * k <= FLOAT64_EXACT_LIMIT:
         return FixedArray._trusted_float(np.matmul(a_float, b_float), fmt)  # the data prove it exact
-    product = exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a_float, b_float)
+    a_sq = b_sq = None
+    if per_product <= FLOAT64_EXACT_LIMIT:  # the norms may prove it (blas.norms_prove_exact)
+        a_sq, b_sq = a._sq_norm(-1), b._sq_norm(-2)
+        if norms_prove_exact(a_sq, b_sq, k):
+            return FixedArray._trusted_float(np.matmul(a_float, b_float), fmt)
+    product = exact_matmul(a.raw, b.raw, a._max_abs(), b._max_abs(), a_float, b_float, a_sq, b_sq)
     return FixedArray._trusted(product, fmt)
 
 
