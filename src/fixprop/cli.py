@@ -178,8 +178,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help=f"output activation (default {d.output_activation})")
     parser.add_argument("--loss", default=d.loss, help=f"loss (default {d.loss})")
     parser.add_argument("--backend", default=d.backend, choices=["auto", "numpy", "numba"],
-                        help="compiled engine of the fixed network: numba kernels, numpy/BLAS, or auto "
-                             "(numba for small layers); the same integers on each (default auto)")
+                        help="compiled engine: numba (the kernel, for both networks; the float one sums in "
+                             "the kernel's order, its last bits can differ from numpy's), numpy (BLAS), or auto "
+                             "(numba for the fixed network, numpy for the float one); the same integers on "
+                             "each (default auto)")
 
 
 def add_report_options(parser: argparse.ArgumentParser, plot_help: str) -> None:

@@ -59,7 +59,7 @@ class TrainConfig:
     activation: str = "relu"
     output_activation: str = "linear"
     loss: str = "sse"
-    backend: str = "auto"  # the fixed network's compiled engine (Model.backend): auto, numpy or numba
+    backend: str = "auto"  # the compiled engine (Model.backend): auto, numpy, or numba (both networks)
 
     def __post_init__(self) -> None:
         from fixprop.nn.mlp import BACKENDS
@@ -118,7 +118,8 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
     the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not
     a RangeCollector, whose counts are used when it is). ``config.backend`` is the fixed network's
-    compiled engine (the same integers on every engine).
+    compiled engine (the same integers on every engine); "numba" runs the float network on the
+    kernel too (its sums in the kernel's order: the last bits of its curves can differ).
     """
     data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
@@ -129,7 +130,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), watch)
     training_rng = fixed_ar.rng
     evaluation_rng = np.random.default_rng([config.seed, EVALUATION_STREAM])
-    models = {"float": net.float_model(datapath, params),
+    models = {"float": net.float_model(datapath, params, backend="numba" if config.backend == "numba" else "auto"),
               "fixed": Model(net, fixed_ar, params, datapath.momentum is not None,
                              backend=config.backend)}
     curves = {name: Curve() for name in models}
@@ -147,11 +148,10 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     record()
     for epoch in range(1, config.epochs + 1):
         batches = batch_order(len(data.x_train), config.batch, epoch, config.seed)
+        # the two networks share nothing: each takes the epoch's batches in one call (on the
+        # numba kernel, its steps run in one kernel call: the same integers as step by step)
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
-            for rows in batches:
-                models["float"].train_step(data.x_train[rows], data.y_train[rows])
-        # the two networks share nothing: the fixed one takes the epoch's batches in one call
-        # (on the numba kernel, its steps run in one kernel call: the same integers)
+            models["float"].train_batches(data.x_train, data.y_train, batches)
         models["fixed"].train_batches(data.x_train, data.y_train, batches)
         record()
         if progress is not None:

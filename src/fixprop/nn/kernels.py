@@ -31,15 +31,15 @@ from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
 from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
                                 OP_NAMES, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
-                                ZEROS, NotCompilable, TracedStep, trace_forward, trace_program)
+                                ZEROS, NotCompilable, TracedStep, trace_float_program, trace_forward, trace_program)
 
 # Columns of the operation table (one row per operation).
 (COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_COND, COL_FRAC, COL_SHIFT, COL_ROUNDING,
  COL_OVERFLOW, COL_LO, COL_HI, COL_FMT_MIN, COL_FMT_MAX, COL_WRAP_OFFSET, COL_WRAP_MASK, COL_BIAS,
- COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW) = range(22)
-OP_COLUMNS = 22
-# Rows of the buffer table.
-BUF_OFFSET, BUF_ROWS, BUF_COLS, BUF_RSTRIDE, BUF_CSTRIDE = range(5)
+ COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW, COL_FLOAT) = range(23)
+OP_COLUMNS = 23
+# Rows of the buffer table (BUF_FLOAT: 1 when the buffer lives in the float64 workspace).
+BUF_OFFSET, BUF_ROWS, BUF_COLS, BUF_RSTRIDE, BUF_CSTRIDE, BUF_FLOAT = range(6)
 # The mode codes the kernel tests (the program's own codes: one place for each).
 STOCH = ROUNDING_CODE[Rounding.STOCH]
 WRAP = OVERFLOW_CODE[Overflow.WRAP]
@@ -73,7 +73,7 @@ def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
 
 
 def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered,  # pragma: no cover - compiled
-                n_steps, x_data, y_data, x_buf, y_buf, feedback):
+                fgathered, n_steps, x_data, y_data, fx_data, fy_data, x_buf, y_buf, feedback):
     """Run every operation of ``ops`` (int64 table, OP_COLUMNS wide) on the workspaces ``mem``
     (int64 raw values) and ``fmem`` (float64 numbers). ``buffers`` (int64, 5 rows: offsets,
     rows, cols, rstride, cstride): buffer b has shape (rows[b], cols[b]) and its element (i, j)
@@ -81,11 +81,16 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     transposed view of another buffer). ``words`` (uint64): the STOCH casts'
     random words, in the memory order of each cast's buffer. With ``count``, each cast adds its
     nonzero/saturated/underflowed counts to ``counts[op]``. Last, the buffers listed in
-    ``outputs`` are copied one after another, each row-major, into ``gathered``.
+    ``outputs`` are copied one after another, each row-major, into ``gathered`` (int64 buffers)
+    or ``fgathered`` (float64 buffers, ``buffers[BUF_FLOAT]``).
+
+    A float64 program (``COL_FLOAT`` set on its operations: the float network) computes on
+    ``fmem`` with the same loops: IEEE float64 operations in the program's order, without FMA
+    or reassociation (``fastmath`` off); a matmul sums over k in increasing order.
 
     ``n_steps`` training steps run one after another: before each, when ``x_data`` has rows, the
-    step's samples (rows ``step * batch ...``) of ``x_data``/``y_data`` are loaded into the input
-    buffers ``x_buf``/``y_buf``; after each, every (output, input) buffer pair of ``feedback`` is
+    step's samples (rows ``step * batch ...``) of ``x_data``/``y_data`` (``fx_data``/``fy_data``
+    for a float program) are loaded into the input buffers ``x_buf``/``y_buf``; after each, every (output, input) buffer pair of ``feedback`` is
     copied (the updated parameters become the next step's). Each step's STOCH words follow the
     previous step's in ``words``.
 
@@ -96,6 +101,7 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     cols = buffers[BUF_COLS]
     rstride = buffers[BUF_RSTRIDE]
     cstride = buffers[BUF_CSTRIDE]
+    is_float = buffers[BUF_FLOAT]
     words_per_step = words.shape[0] // n_steps
     for step in range(n_steps):
         word_base = step * words_per_step
@@ -106,6 +112,13 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     mem[offsets[x_buf] + i * rstride[x_buf] + j * cstride[x_buf]] = x_data[step * batch + i, j]
                 for j in range(cols[y_buf]):
                     mem[offsets[y_buf] + i * rstride[y_buf] + j * cstride[y_buf]] = y_data[step * batch + i, j]
+        if fx_data.shape[0] > 0:
+            batch = rows[x_buf]
+            for i in range(batch):
+                for j in range(cols[x_buf]):
+                    fmem[offsets[x_buf] + i * rstride[x_buf] + j * cstride[x_buf]] = fx_data[step * batch + i, j]
+                for j in range(cols[y_buf]):
+                    fmem[offsets[y_buf] + i * rstride[y_buf] + j * cstride[y_buf]] = fy_data[step * batch + i, j]
         for n in range(ops.shape[0]):
             code = ops[n, COL_CODE]
             out = ops[n, COL_OUT]
@@ -114,7 +127,121 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
             R = rows[out]
             C = cols[out]
             o = offsets[out]
-            if code == CAST:  # input and output share one layout: element e of one is element e of the other
+            if ops[n, COL_FLOAT] == 1:  # an operation of a float64 program
+                if code == MATMUL:
+                    K = cols[a]
+                    oa = offsets[a]
+                    ob = offsets[b]
+                    a_r, a_c = rstride[a], cstride[a]
+                    b_r, b_c = rstride[b], cstride[b]
+                    o_r, o_c = rstride[out], cstride[out]
+                    if o_r == 1 and a_r == 1 and R > 1:  # columns of the batch
+                        for j in range(C):
+                            fdst = fmem[o + j * o_c:o + j * o_c + R]
+                            fdst[:] = 0.0
+                            for k in range(K):
+                                bkj = fmem[ob + k * b_r + j * b_c]
+                                fsrc = fmem[oa + k * a_c:oa + k * a_c + R]
+                                for i in range(R):
+                                    fdst[i] += fsrc[i] * bkj
+                    elif a_c == 1 and b_r == 1:  # dot products
+                        for i in range(R):
+                            frow = fmem[oa + i * a_r:oa + i * a_r + K]
+                            for j in range(C):
+                                fcolumn = fmem[ob + j * b_c:ob + j * b_c + K]
+                                facc = 0.0
+                                for k in range(K):
+                                    facc += frow[k] * fcolumn[k]
+                                fmem[o + i * o_r + j * o_c] = facc
+                    else:
+                        for i in range(R):
+                            for j in range(C):
+                                facc = 0.0
+                                for k in range(K):
+                                    facc += fmem[oa + i * a_r + k * a_c] * fmem[ob + k * b_r + j * b_c]
+                                fmem[o + i * o_r + j * o_c] = facc
+                elif code == SUM0:
+                    oa = offsets[a]
+                    for j in range(C):
+                        facc = 0.0
+                        for i in range(rows[a]):
+                            facc += fmem[oa + i * rstride[a] + j * cstride[a]]
+                        fmem[o + j * cstride[out]] = facc
+                elif code == ZEROS:
+                    fmem[o:o + R * C] = 0.0
+                else:  # elementwise, numpy's broadcasting; comparisons write 0/1 into mem
+                    c = ops[n, COL_COND]
+                    a_r = rstride[a] if rows[a] > 1 else 0
+                    a_c = cstride[a] if cols[a] > 1 else 0
+                    b_r = rstride[b] if rows[b] > 1 else 0
+                    b_c = cstride[b] if cols[b] > 1 else 0
+                    c_r = rstride[c] if rows[c] > 1 else 0
+                    c_c = cstride[c] if cols[c] > 1 else 0
+                    if rstride[out] == 1 and R > 1:
+                        n_outer, n_inner, o_step = C, R, cstride[out]
+                        a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_c, a_r, b_c, b_r, c_c, c_r
+                    else:
+                        n_outer, n_inner, o_step = R, C, rstride[out]
+                        a_outer, a_inner, b_outer, b_inner, c_outer, c_inner = a_r, a_c, b_r, b_c, c_r, c_c
+                    for u in range(n_outer):
+                        po = o + u * o_step
+                        pa = offsets[a] + u * a_outer
+                        pb = offsets[b] + u * b_outer
+                        pc = offsets[c] + u * c_outer
+                        if a_inner == 1 and b_inner <= 1 and code <= MUL:  # ADD, SUB, MUL: slices
+                            fdst = fmem[po:po + n_inner]
+                            fx = fmem[pa:pa + n_inner]
+                            if b_inner == 0:
+                                fy = fmem[pb]
+                                if code == ADD:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] + fy
+                                elif code == SUB:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] - fy
+                                else:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] * fy
+                            else:
+                                fys = fmem[pb:pb + n_inner]
+                                if code == ADD:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] + fys[v]
+                                elif code == SUB:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] - fys[v]
+                                else:
+                                    for v in range(n_inner):
+                                        fdst[v] = fx[v] * fys[v]
+                        else:
+                            for v in range(n_inner):
+                                fx1 = fmem[pa + v * a_inner]
+                                fy1 = fmem[pb + v * b_inner]
+                                if code == ADD:
+                                    fmem[po + v] = fx1 + fy1
+                                elif code == SUB:
+                                    fmem[po + v] = fx1 - fy1
+                                elif code == MUL:
+                                    fmem[po + v] = fx1 * fy1
+                                elif code == MAXIMUM:  # numpy's: a NaN on either side gives NaN
+                                    fmem[po + v] = fx1 if (fx1 >= fy1 or fx1 != fx1) else fy1
+                                elif code == MINIMUM:
+                                    fmem[po + v] = fx1 if (fx1 <= fy1 or fx1 != fx1) else fy1
+                                elif code == WHERE:
+                                    fmem[po + v] = fx1 if mem[pc + v * c_inner] != 0 else fy1
+                                elif code == GT:
+                                    mem[po + v] = 1 if fx1 > fy1 else 0
+                                elif code == LT:
+                                    mem[po + v] = 1 if fx1 < fy1 else 0
+                                elif code == GE:
+                                    mem[po + v] = 1 if fx1 >= fy1 else 0
+                                elif code == LE:
+                                    mem[po + v] = 1 if fx1 <= fy1 else 0
+                                elif code == EQ:
+                                    mem[po + v] = 1 if fx1 == fy1 else 0
+                                else:
+                                    raise ValueError("run_program: a float operation this kernel does not know")
+            elif code == CAST:  # input and output share one layout: element e of one is element e of the other
                 size = R * C
                 src = mem[offsets[a]:offsets[a] + size]
                 dst = mem[o:o + size]
@@ -397,15 +524,26 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
             source, target = feedback[pair, 0], feedback[pair, 1]
             for i in range(rows[target]):
                 for j in range(cols[target]):
-                    mem[offsets[target] + i * rstride[target] + j * cstride[target]] = \
-                        mem[offsets[source] + i * rstride[source] + j * cstride[source]]
+                    if is_float[target] == 1:
+                        fmem[offsets[target] + i * rstride[target] + j * cstride[target]] = \
+                            fmem[offsets[source] + i * rstride[source] + j * cstride[source]]
+                    else:
+                        mem[offsets[target] + i * rstride[target] + j * cstride[target]] = \
+                            mem[offsets[source] + i * rstride[source] + j * cstride[source]]
 
     start = 0
+    fstart = 0
     for buf in outputs:
         for i in range(rows[buf]):
             for j in range(cols[buf]):
-                gathered[start + i * cols[buf] + j] = mem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
-        start += rows[buf] * cols[buf]
+                if is_float[buf] == 1:
+                    fgathered[fstart + i * cols[buf] + j] = fmem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
+                else:
+                    gathered[start + i * cols[buf] + j] = mem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
+        if is_float[buf] == 1:
+            fstart += rows[buf] * cols[buf]
+        else:
+            start += rows[buf] * cols[buf]
 
 def batch_axes(program) -> list[int | None]:
     """Which axis of each buffer runs along the batch (0: rows, 1: columns, None: neither):
@@ -439,7 +577,9 @@ class ProgramRunner:
         self.step, self.kernel = step, kernel
         n_buffers = len(program.shapes)
         sizes = [r * c for r, c in program.shapes]
-        self.buffers = np.zeros((5, n_buffers), dtype=np.int64)
+        self.buffers = np.zeros((6, n_buffers), dtype=np.int64)
+        self.is_float = self.buffers[BUF_FLOAT]
+        self.is_float[:] = [kind == "f" for kind in program.kinds]
         self.rows, self.cols = self.buffers[BUF_ROWS], self.buffers[BUF_COLS]
         self.offsets, self.rstride, self.cstride = (self.buffers[BUF_OFFSET], self.buffers[BUF_RSTRIDE],
                                                     self.buffers[BUF_CSTRIDE])
@@ -466,7 +606,7 @@ class ProgramRunner:
         for buf, values in program.int_constants.items():
             self.view(buf)[...] = values
         for buf, values in program.float_constants.items():
-            self.view(buf, self.fmem)[...] = values
+            self.view(buf)[...] = values
         self.ops, self.stochastic = self._table(program, sizes)
         self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
         self.counts = np.zeros((len(self.ops), 3), dtype=np.int64)
@@ -475,14 +615,17 @@ class ProgramRunner:
         self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
         self.counted_steps = 1
         self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
-        ends = np.cumsum([sizes[buf] for buf, _, _ in program.outputs])
-        self.output_slices = [(int(end - sizes[buf]), int(end), shape)
-                              for end, (buf, _, shape) in zip(ends, program.outputs)]
-        self.gathered_size = int(ends[-1])
+        self.output_slices = []  # (float?, start, end, shape) in gathered or fgathered
+        used = {False: 0, True: 0}
+        for buf, _, shape in program.outputs:
+            kind = bool(self.is_float[buf])
+            self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape))
+            used[kind] += sizes[buf]
+        self.gathered_size, self.fgathered_size = used[False], used[True]
 
-    def view(self, buf: int, workspace: np.ndarray | None = None) -> np.ndarray:
-        """Buffer ``buf`` as a 2-D numpy view of its workspace (``mem`` unless given)."""
-        workspace = self.mem if workspace is None else workspace
+    def view(self, buf: int) -> np.ndarray:
+        """Buffer ``buf`` as a 2-D numpy view of its workspace (``fmem`` or ``mem``)."""
+        workspace = self.fmem if self.is_float[buf] else self.mem
         step = workspace.itemsize
         return np.lib.stride_tricks.as_strided(
             workspace[int(self.offsets[buf]):], shape=(int(self.rows[buf]), int(self.cols[buf])),
@@ -501,11 +644,12 @@ class ProgramRunner:
         stochastic, words = [], 0
         for n, op in enumerate(ops):
             table[n, :COL_COND] = (op.code, op.out, op.a, op.b, op.shift_a, op.shift_b)
+            table[n, COL_FLOAT] = int(op.float_op)
             if op.code in (WHERE, WHERE_NUMBERS):
                 table[n, COL_COND] = op.params[0]
             elif op.code == DYADIC:
                 table[n, COL_FRAC] = op.params[0]
-            elif op.code == MATMUL:
+            elif op.code == MATMUL and op.params:
                 table[n, COL_NARROW] = op.params[0]
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
@@ -554,7 +698,7 @@ class ProgramRunner:
             view[...] = raw
         if self.stochastic:
             self._draw_words(rng)
-        return self._call(1, self.words, _NO_DATA, _NO_DATA, _NO_FEEDBACK, count)
+        return self._call(1, self.words, None, None, _NO_FEEDBACK, count)
 
     def run_steps(self, raws: list[np.ndarray], x_data: np.ndarray, y_data: np.ndarray, feedback: np.ndarray,
                   rng=None, count: bool = False) -> list[np.ndarray]:
@@ -582,31 +726,41 @@ class ProgramRunner:
                     drawn[:, start:start + size] = block.transpose(0, 2, 1).reshape(n_steps, size)
                 start += size
             words = drawn.reshape(-1)
-        return self._call(n_steps, words, np.ascontiguousarray(x_data, dtype=np.int64),
-                          np.ascontiguousarray(y_data, dtype=np.int64), feedback, count)
+        return self._call(n_steps, words, x_data, y_data, feedback, count)
 
     def _call(self, n_steps, words, x_data, y_data, feedback, count) -> list[np.ndarray]:
         if count:
             self.counts[:] = 0
         self.counted_steps = n_steps
+        data = [_NO_DATA, _NO_DATA, _NO_FLOAT_DATA, _NO_FLOAT_DATA]
+        if x_data is not None and self.is_float[self.x_buf]:
+            data[2:] = (np.ascontiguousarray(x_data, dtype=np.float64), np.ascontiguousarray(y_data, dtype=np.float64))
+        elif x_data is not None:
+            data[:2] = (np.ascontiguousarray(x_data, dtype=np.int64), np.ascontiguousarray(y_data, dtype=np.int64))
         gathered = np.empty(self.gathered_size, dtype=np.int64)
+        fgathered = np.empty(self.fgathered_size, dtype=np.float64)
         self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, self.counts, count,
-                    self.output_buffers, gathered, n_steps, x_data, y_data, self.x_buf, self.y_buf, feedback)
-        gathered.flags.writeable = False  # the outputs are read-only views of it
-        return [gathered[start:end].reshape(shape) for start, end, shape in self.output_slices]
+                    self.output_buffers, gathered, fgathered, n_steps, *data, self.x_buf, self.y_buf, feedback)
+        gathered.flags.writeable = False  # the outputs are read-only views of these
+        fgathered.flags.writeable = False
+        return [(fgathered if kind else gathered)[start:end].reshape(shape)
+                for kind, start, end, shape in self.output_slices]
 
 
 #: run()'s empty step data and feedback (one step on inputs already written).
 _NO_DATA = np.zeros((0, 0), dtype=np.int64)
+_NO_FLOAT_DATA = np.zeros((0, 0), dtype=np.float64)
 _NO_FEEDBACK = np.zeros((0, 2), dtype=np.int64)
 
 
 class NumbaStep:
     """A traced step run by the numba kernel; the interface of ``compiled.CompiledStep``
-    (``gradients`` and ``train_step`` on FixedArrays in their role formats)."""
+    (``gradients`` and ``train_step`` on FixedArrays in their role formats; on float64 arrays
+    for a float program, ``float_program``)."""
 
     def __init__(self, step: TracedStep, kernel) -> None:
         self.runner = ProgramRunner(step, kernel)
+        self.float_program = step.datapath is None
         self.net, self.update, self.momentum = step.net, step.update, step.momentum
         self.forward_only = step.forward_only
         self.input_names = [name for name, _, _ in step.program.inputs]
@@ -659,9 +813,19 @@ class NumbaStep:
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
-        outputs = self.runner.run([v.raw for v in values], rng, count=counter is not None)
+        outputs = self.runner.run(self._raws(values), rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
+        return self._wrapped(outputs)
+
+    def _raws(self, values) -> list[np.ndarray]:
+        if self.float_program:
+            return [np.asarray(v, dtype=np.float64) for v in values]
+        return [v.raw for v in values]
+
+    def _wrapped(self, outputs) -> list:
+        if self.float_program:
+            return outputs
         return [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
 
     def train_steps(self, params, x, y, velocity=None, rng=None, counter=None):
@@ -682,11 +846,12 @@ class NumbaStep:
         if self.uses_rng and not isinstance(rng, np.random.Generator):
             raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
                             "(an LFSR source draws per step: call train_step once per step)")
-        outputs = self.runner.run_steps([v.raw for v in values], x.raw, y.raw, self.feedback, rng,
+        x_raw, y_raw = self._raws([x, y])
+        outputs = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng,
                                         count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
-        out = [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
+        out = self._wrapped(outputs)
         n = self.net.n_layers
         new = [LayerParams(out[2 * n + 2 * i], out[2 * n + 2 * i + 1]) for i in range(n)]
         vel = [LayerParams(out[4 * n + 2 * i], out[4 * n + 2 * i + 1]) for i in range(n)] if self.momentum else None
@@ -709,7 +874,10 @@ class NumbaStep:
 
 
 def _in_format(value, fmt) -> bool:
-    """True when ``value`` is a FixedArray in format ``fmt``."""
+    """True when ``value`` is a FixedArray in format ``fmt`` (``fmt`` None: a float program's
+    input, any real array)."""
+    if fmt is None:
+        return not isinstance(value, FixedArray)
     value_fmt = getattr(value, "fmt", None)
     return value_fmt is fmt or value_fmt == fmt
 
@@ -728,6 +896,18 @@ def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool, forward_o
         return NumbaStep(traced, kernel)
     except NotCompilable:
         return None
+
+
+def numba_float_step(net: MLP, settings, batch: int, update: bool, forward_only: bool = False) -> NumbaStep | None:
+    """The float64 network (``settings``: a FloatArithmetic) for ``batch`` samples on the numba
+    kernel; None when numba is unavailable. Its sums run in the program's order (a matmul over k
+    in increasing order, no FMA): the numpy path's BLAS may round the last bit differently."""
+    from fixprop.nn.jit import compiled
+
+    kernel = compiled(run_program)
+    if kernel is None:
+        return None
+    return NumbaStep(trace_float_program(net, settings, batch, update, forward_only), kernel)
 
 
 def warm_cache() -> bool:

@@ -219,13 +219,15 @@ class MLP:
         return x
 
     # -- bound models --------------------------------------------------------------------
-    def float_model(self, datapath: Datapath | None = None, params: Sequence[LayerParams] | None = None) -> "Model":
-        """This network in float64 (with a datapath's relu'(0), learning rate and momentum when given)."""
+    def float_model(self, datapath: Datapath | None = None, params: Sequence[LayerParams] | None = None,
+                    backend: str = "auto") -> "Model":
+        """This network in float64 (with a datapath's relu'(0), learning rate and momentum when given).
+        ``backend``: "numba" runs it on the kernel (``Model.backend``); otherwise numpy."""
         if datapath is not None and not isinstance(datapath, Datapath):
             raise ConfigError(f"float_model takes a Datapath or None; got {datapath!r}")
         ar = FloatArithmetic.matching(datapath) if datapath is not None else FloatArithmetic()
         momentum = datapath is not None and datapath.momentum is not None
-        return Model(self, ar, self.init_params() if params is None else params, momentum)
+        return Model(self, ar, self.init_params() if params is None else params, momentum, backend=backend)
 
     def fixed_model(self, datapath: Datapath, params: Sequence[LayerParams] | None = None,
                     rng: np.random.Generator | None = None, backend: str = "auto") -> "Model":
@@ -266,7 +268,8 @@ class Model:
     step-by-step path (``forward``/``gradients``), which keeps every intermediate stage.
     ``backend`` chooses the compiled engine: "numba" (the traced program on the numba kernel,
     ``nn/kernels.py``), "numpy" (straight-line numpy with BLAS, ``nn/compiled.py``) or "auto"
-    (numba for small layers, numpy where BLAS wins: :func:`choose_backend`). Without numba
+    (:func:`choose_backend`). A float64 network runs on numpy unless "numba" is asked for: the
+    kernel sums in the program's order, BLAS in its own, so the last bit can differ. Without numba
     (it failed to import: one warning) every backend runs numpy. ``compiled=False`` always uses
     the step-by-step path.
     """
@@ -298,7 +301,7 @@ class Model:
         """Network outputs as float64 (batch, n_out); the forward pass runs compiled (the numba
         kernel) when available, else stage by stage: the same values."""
         ar = self.arithmetic
-        if getattr(ar, "datapath", None) is None:
+        if getattr(ar, "datapath", None) is None and self.backend != "numba":
             return ar.to_float(self.forward(x).output)
         x_q = ar.data(MLP._batch(x, self.net.layer_sizes[0], "x"), "input")
         step = self._compiled(x_q.shape[0], update=False, forward_only=True)
@@ -382,8 +385,10 @@ class Model:
         from fixprop.nn.kernels import NumbaStep
 
         datapath = getattr(self.arithmetic, "datapath", None)
-        if datapath is None or not isinstance(self._compiled(batch, update=True), NumbaStep):
+        if not isinstance(self._compiled(batch, update=True), NumbaStep):
             return False
+        if datapath is None:  # the float network: nothing is quantized or drawn
+            return True
         if any(datapath.cast_for(role, None).rounding is Rounding.STOCH for role in ("input", "target")):
             return False
         rng = getattr(self.arithmetic, "rng", None)
@@ -426,9 +431,13 @@ class Model:
 
     def _new_step(self, batch: int, update: bool, counting: bool, forward_only: bool):
         from fixprop.nn.compiled import NotCompilable, compile_step
-        from fixprop.nn.kernels import numba_step
+        from fixprop.nn.kernels import numba_float_step, numba_step
 
         datapath = getattr(self.arithmetic, "datapath", None)
+        if datapath is None and self.backend == "numba":  # the float network on the kernel: asked for only
+            step = numba_float_step(self.net, self.arithmetic, batch, update, forward_only)
+            if step is not None or forward_only:
+                return step
         numba_wanted = datapath is not None and (choose_backend(self.backend, self.net, batch) == "numba"
                                                  or (self.backend != "numpy" and (counting or forward_only)))
         if numba_wanted:

@@ -77,6 +77,7 @@ class Op:
     fmt: QFormat | None = None
     role: str = ""
     layer: int | None = None
+    float_op: bool = False  # an operation of a float64 program (on float64 buffers)
 
 
 @dataclass
@@ -385,6 +386,168 @@ class _ProgramArithmetic:
         return PSym(self.program, out, fmt, x.shape)
 
 
+class PFloat:
+    """A traced float64 value (the float network's programs): a float64 buffer and its shape."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, program: Program, buf: int, shape: tuple[int, ...]) -> None:
+        self.program, self.buf, self.shape = program, buf, tuple(shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _emit(self, code: int, shape: tuple[int, ...], a: "PFloat", b: "PFloat | None" = None,
+              kind: str = "f", params: tuple[int, ...] = ()) -> int:
+        out = self.program.buffer(shape, kind)
+        self.program.ops.append(Op(code, out, a.buf, -1 if b is None else b.buf, params=params, float_op=True))
+        return out
+
+    def _binary(self, other: Any, code: int) -> "PFloat":
+        other = _as_pfloat(self.program, other)
+        shape = np.broadcast_shapes(self.shape, other.shape)
+        return PFloat(self.program, self._emit(code, shape, self, other), shape)
+
+    def __add__(self, other: Any) -> "PFloat":
+        return self._binary(other, ADD)
+
+    def __sub__(self, other: Any) -> "PFloat":
+        return self._binary(other, SUB)
+
+    def __mul__(self, other: Any) -> "PFloat":
+        return self._binary(other, MUL)
+
+    __rmul__ = __mul__
+
+    def __matmul__(self, other: "PFloat") -> "PFloat":
+        shape = self.shape[:-1] + other.shape[1:]
+        return PFloat(self.program, self._emit(MATMUL, shape, self, other), shape)
+
+    def sum(self, axis: int = 0) -> "PFloat":
+        if axis != 0 or self.ndim != 2:
+            raise NotCompilable("programs sum 2-D values over axis 0 only")
+        return PFloat(self.program, self._emit(SUM0, self.shape[1:], self), self.shape[1:])
+
+    @property
+    def T(self) -> "PFloat":
+        if self.ndim < 2:
+            return self
+        return PFloat(self.program, self._emit(TRANSPOSE, self.shape[::-1], self), self.shape[::-1])
+
+    def _compare(self, other: Any, symbol: str) -> "PBool":
+        other = _as_pfloat(self.program, other)
+        shape = np.broadcast_shapes(self.shape, other.shape)
+        return PBool(self.program, self._emit(COMPARE[symbol], shape, self, other, kind="i"), shape)
+
+    def __gt__(self, other: Any) -> "PBool":
+        return self._compare(other, ">")
+
+    def __lt__(self, other: Any) -> "PBool":
+        return self._compare(other, "<")
+
+    def __ge__(self, other: Any) -> "PBool":
+        return self._compare(other, ">=")
+
+    def __le__(self, other: Any) -> "PBool":
+        return self._compare(other, "<=")
+
+    def __eq__(self, other: Any) -> "PBool":  # type: ignore[override]
+        return self._compare(other, "==")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _as_pfloat(program: Program, value: Any) -> PFloat:
+    """An operand of a float program: traced values as they are, numbers as float64 constants."""
+    if isinstance(value, PFloat):
+        return value
+    if isinstance(value, PNumbers):
+        return PFloat(program, value.buf, value.shape)
+    return PFloat(program, _numbers_buffer(program, value), np.shape(value))
+
+
+class _FloatProgramArithmetic:
+    """FloatArithmetic's interface (``nn/arithmetic.py``), recording float64 operations."""
+
+    def __init__(self, program: Program, settings: Any) -> None:
+        self.program, self.settings = program, settings
+        self.relu_grad_at_zero = settings.relu_grad_at_zero
+
+    def data(self, x: PFloat, role: str, layer: int | None = None) -> PFloat:
+        return x
+
+    def cast(self, x: PFloat, role: str, layer: int | None = None) -> PFloat:
+        return x
+
+    def dyadic(self, values: Any, frac: int) -> PFloat:
+        return _as_pfloat(self.program, values)
+
+    def pow2(self, x: PFloat, n: int) -> PFloat:
+        return x * 2.0**n
+
+    def times_lr(self, x: PFloat) -> PFloat:
+        return x * self.settings.learning_rate
+
+    def times_momentum(self, x: PFloat) -> PFloat:
+        return x * self.settings.momentum
+
+    def mean_scale(self, n: int) -> float:
+        return self.settings.mean_scale(n)
+
+    def maximum(self, x: PFloat, k: Any) -> PFloat:
+        return x._binary(k, MAXIMUM)
+
+    def minimum(self, x: PFloat, k: Any) -> PFloat:
+        return x._binary(k, MINIMUM)
+
+    def where(self, cond: PBool, a: PFloat, b: PFloat) -> PFloat:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        return PFloat(self.program, a._emit(WHERE, shape, a, _as_pfloat(self.program, b), params=(cond.buf,)), shape)
+
+    def zeros_like(self, x: PFloat, role: str, layer: int | None = None) -> PFloat:
+        return PFloat(self.program, x._emit(ZEROS, x.shape, x), x.shape)
+
+
+def trace_float_program(net: MLP, settings: Any, batch: int, update: bool = False,
+                        forward_only: bool = False) -> TracedStep:
+    """The float64 network (``settings``: a FloatArithmetic: relu'(0), learning rate, momentum)
+    traced like :func:`trace_program` (or :func:`trace_forward`), every value a float64 buffer."""
+    program = Program()
+    ar = _FloatProgramArithmetic(program, settings)
+    momentum = update and not forward_only and settings.momentum != 0
+    sizes = net.layer_sizes
+
+    def value(name: str, shape: tuple[int, ...]) -> PFloat:
+        buf = program.buffer(shape, "f")
+        program.inputs.append((name, buf, None))
+        return PFloat(program, buf, shape)
+
+    def layers(prefix: str) -> list[LayerParams]:
+        return [LayerParams(value(f"{prefix}w{i}", (n_out, n_in)), value(f"{prefix}b{i}", (n_out,)))
+                for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+    params = layers("")
+    velocity = layers("v") if momentum else None
+    x = value("x", (batch, sizes[0]))
+    if forward_only:
+        trace = net.forward(ar, params, x)
+        program.outputs = [(layer.act.buf, None, layer.act.shape) for layer in trace.layers]
+        return TracedStep(program, net, None, batch, update=False, momentum=False, forward_only=True)
+    y = value("y", (batch, sizes[-1]))
+    trace = net.forward(ar, params, x)
+    grads: list[LayerGrads] = net.backward(ar, params, trace, y)
+    results: list[PFloat] = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
+    if update:
+        new_params, new_velocity = net.sgd_step(ar, params, grads, velocity)
+        results += [v for p in new_params for v in (p.weight, p.bias)]
+        if momentum:
+            results += [v for p in new_velocity for v in (p.weight, p.bias)]
+    results.append(trace.output)
+    program.outputs = [(r.buf, None, r.shape) for r in results]
+    return TracedStep(program, net, None, batch, update, momentum)
+
+
 @dataclass
 class TracedStep:
     """A traced training step: the program and where its results are.
@@ -464,4 +627,4 @@ def input_order(step: TracedStep) -> Sequence[str]:
     return [name for name, _, _ in step.program.inputs]
 
 
-__all__ = ["NotCompilable", "Op", "Program", "TracedStep", "trace_forward", "trace_program"]
+__all__ = ["NotCompilable", "Op", "Program", "TracedStep", "trace_float_program", "trace_forward", "trace_program"]
