@@ -92,9 +92,13 @@ def bench_matmul(sizes: Sizes) -> dict:
         # typical: values of a trained layer's tensors, N(0, 1) quantized into s24.12
         "typical": (FixedArray.from_float(rng.standard_normal((n, n)), "s24.12"),
                     FixedArray.from_float(rng.standard_normal((n, n)), "s24.12")),
-        # full scale: uniform over every raw value of s24.12 (products of 46 bits, sums past 2**53)
+        # full scale: uniform over every raw value of s24.12 (products of 46 bits, sums past 2**53;
+        # the rows' and columns' norms still prove one BLAS call exact)
         "full_scale": (FixedArray(rng.integers(-(2**23), 2**23, (n, n)), "s24.12"),
                        FixedArray(rng.integers(-(2**23), 2**23, (n, n)), "s24.12")),
+        # the format's maximum everywhere: no bound proves one call exact, two K blocks do
+        "full_scale_max": (FixedArray(np.full((n, n), 2**23 - 1), "s24.12"),
+                           FixedArray(np.full((n, n), 2**23 - 1), "s24.12")),
     }
     for label, (a, b) in data.items():
         af, bf = a.to_float(), b.to_float()
@@ -563,6 +567,8 @@ def ratios(result: dict) -> dict:
         out["matmul_vs_blas"] = t["fixprop"] / t["numpy_float64"]
         out["matmul_full_scale_vs_blas"] = (result["matmul"]["full_scale"]["seconds"]["fixprop"]
                                             / result["matmul"]["full_scale"]["seconds"]["numpy_float64"])
+        out["matmul_full_scale_max_vs_blas"] = (result["matmul"]["full_scale_max"]["seconds"]["fixprop"]
+                                                / result["matmul"]["full_scale_max"]["seconds"]["numpy_float64"])
         out["int64_matmul_vs_blas"] = t["numpy_int64"] / t["numpy_float64"]
         if "apytypes" in t:
             out["apytypes_matmul_vs_blas"] = t["apytypes"] / t["numpy_float64"]

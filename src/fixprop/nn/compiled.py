@@ -67,7 +67,7 @@ def _exact_float_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a_max, b_max = max_abs(a), max_abs(b)
     if a_max * b_max * a.shape[-1] <= FLOAT64_EXACT_LIMIT:
         return np.matmul(a, b).astype(np.int64)
-    return exact_matmul(a.astype(np.int64), b.astype(np.int64), a_max, b_max, a, b)
+    return exact_matmul(a, b, a_max, b_max, a, b)  # float64 operands: int64 made only for limbs
 
 
 class _Code:
