@@ -614,6 +614,10 @@ class ProgramRunner:
         buffer_of = {name: buf for name, buf, _ in program.inputs}
         self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
         self.counted_steps = 1
+        # the raw arrays last written into the inputs (immutable FixedArray raws: an input given
+        # the same array again is already in place); float inputs are the caller's, always written
+        self.written: list = [None] * len(self.input_views)
+        self.remember_inputs = not any(self.is_float[buf] for _, buf, _ in program.inputs)
         self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
         self.output_slices = []  # (float?, start, end, shape) in gathered or fgathered
         used = {False: 0, True: 0}
@@ -694,8 +698,12 @@ class ProgramRunner:
         """One step on the inputs' raw integers (int64, in ``program.inputs`` order); returns the
         outputs' raw integers (read-only int64 arrays of their shapes, views of one new array), in
         ``program.outputs`` order."""
-        for view, raw in zip(self.input_views, raws):
-            view[...] = raw
+        written = self.written
+        for i, raw in enumerate(raws):
+            if raw is not written[i]:
+                self.input_views[i][...] = raw
+                if self.remember_inputs:
+                    written[i] = raw
         if self.stochastic:
             self._draw_words(rng)
         return self._call(1, self.words, None, None, _NO_FEEDBACK, count)
@@ -710,6 +718,7 @@ class ProgramRunner:
         draw them. Returns the last step's outputs (as :meth:`run`)."""
         batch = int(self.rows[self.x_buf])
         n_steps = len(x_data) // batch
+        self.written = [None] * len(self.input_views)  # the steps overwrite the inputs
         for view, raw in zip(self.input_views[:-2], raws):
             view[...] = raw
         words = self.words
@@ -806,14 +815,16 @@ class NumbaStep:
         return self._run(self._values(params, None) + [x], rng, counter)
 
     def _run(self, values, rng, counter) -> list[FixedArray]:
+        raws = []
         for v, fmt, name in zip(values, self.input_formats, self.input_names):
             if not _in_format(v, fmt):
                 raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
                                       f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
+            raws.append(np.asarray(v, dtype=np.float64) if fmt is None else v.raw)
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
-        outputs = self.runner.run(self._raws(values), rng, count=counter is not None)
+        outputs = self.runner.run(raws, rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
         return self._wrapped(outputs)
