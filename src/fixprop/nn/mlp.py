@@ -240,23 +240,25 @@ class MLP:
 
 #: The compiled engines a Model can use (``Model.backend``).
 BACKENDS = ("auto", "numpy", "numba")
-#: "auto" uses numba while a step's multiply-accumulates (three per weight and sample: forward,
-#: propagated error, weight gradient) stay below this, numpy beyond. Since the kernel runs the
-#: batch innermost (vectorized), numba won at every size `fixprop bench backends` measures on the
-#: 2-core reference machine, numpy/numba train_step time: 2.3 at 384 MACs ([3,7,7,5]-like,
-#: batch 1), 1.5 at [3,16,5] batch 1024, 3.7 at [256,256,10] batch 128, 5 at [784,256,256,10]
-#: batch 128 (16-bit datapath, where numpy's matmuls are single exact BLAS calls). The bound is
-#: kept for sizes beyond those measured.
-AUTO_NUMBA_MAX_MACS = 1 << 28
+#: "auto" uses the numba kernel for networks whose widest layer has at most AUTO_NUMBA_MAX_WEIGHTS
+#: weights while a step does at most AUTO_NUMBA_MAX_MACS multiply-accumulates (three per weight
+#: and sample: forward, propagated error, weight gradient), and numpy (BLAS) beyond. Measured on
+#: the 2-core reference machine, numpy/numba train_step time (seed(24,12); 16-bit alike): 2.3 at
+#: [3,7,7,5] batch 1, 1.5 at [3,16,5] batch 1024, 1.3 at [64,64,10] batch 128, 1.1/0.9 at
+#: [64,64,10] batch 512 (7.3M MACs); 0.6 at [128,128,10] batch 64, 0.2 to 0.6 at [256,256,10]
+#: and [784,256,256,10] at batches 8 to 128 (the kernel's batch-innermost loops are short there).
+AUTO_NUMBA_MAX_WEIGHTS = 64 * 64
+AUTO_NUMBA_MAX_MACS = 1 << 22
 
 
 def choose_backend(backend: str, net: MLP, batch: int) -> str:
     """The engine of a compiled step: ``backend`` itself, or for "auto" numba on small networks
-    and batches and numpy (BLAS) on large ones."""
+    and batches and numpy (BLAS) on wide layers and large batches."""
     if backend != "auto":
         return backend
-    macs = 3 * batch * sum(n_in * n_out for n_in, n_out in zip(net.layer_sizes[:-1], net.layer_sizes[1:]))
-    return "numba" if macs <= AUTO_NUMBA_MAX_MACS else "numpy"
+    weights = [n_in * n_out for n_in, n_out in zip(net.layer_sizes[:-1], net.layer_sizes[1:])]
+    small = max(weights) <= AUTO_NUMBA_MAX_WEIGHTS and 3 * batch * sum(weights) <= AUTO_NUMBA_MAX_MACS
+    return "numba" if small else "numpy"
 
 
 @dataclass
