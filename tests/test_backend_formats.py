@@ -61,3 +61,20 @@ def test_a_step_called_directly_refuses_parameters_in_another_format():
         assert step.accepts(net.params_in(ar, net.init_params()))
         with pytest.raises(NotInRoleFormat, match="s20.14"):
             step.gradients(params, x, y)
+
+
+def test_changing_the_backend_drops_the_steps_of_the_old_one():
+    pytest.importorskip("numba")
+    from fixprop.errors import ConfigError
+    from fixprop.nn.kernels import NumbaStep
+
+    net, dp = MLP([3, 4, 2], seed=1), Datapath.uniform(16, 8)
+    x, y = np.zeros((2, 3)), np.zeros((2, 2))
+    model = net.fixed_model(dp, backend="numba")
+    model.weight_gradients(x, y)
+    assert isinstance(model._steps[(2, False, False)], NumbaStep)
+    model.backend = "numpy"
+    model.weight_gradients(x, y)
+    assert type(model._steps[(2, False, False)]).__name__ == "CompiledStep"
+    with pytest.raises(ConfigError, match="backend must be one of auto, numpy, numba"):
+        model.backend = "gpu"

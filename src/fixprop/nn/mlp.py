@@ -286,9 +286,15 @@ class Model:
     _steps: dict = field(default_factory=dict, init=False, repr=False)
     _data_formats: tuple | None = field(default=None, init=False, repr=False)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "backend":  # a new engine: the steps compiled for the old one are dropped
+            if value not in BACKENDS:
+                raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {value!r}")
+            if "_steps" in self.__dict__:
+                self._steps.clear()
+        super().__setattr__(name, value)
+
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
         datapath = getattr(self.arithmetic, "datapath", None)
         if datapath is not None:  # the formats data already quantized into the roles arrive in
             self._data_formats = (datapath.cast_for("input", None).fmt, datapath.cast_for("target", None).fmt)
