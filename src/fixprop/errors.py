@@ -20,6 +20,11 @@ class ModeError(FixpropError, ValueError):
     """An unknown rounding or overflow mode name, or a mode used without what it needs."""
 
 
+class NotCompilable(FixpropError, ValueError):
+    """A network and datapath need values wider than a compiled engine holds (int64): they run
+    on the exact step-by-step path (FixedArithmetic) instead."""
+
+
 class NotInRoleFormat(FixpropError, ValueError):
     """A compiled step was given a value in a format other than its role's (the one it was
     compiled for); the step-by-step path computes such values exactly as given."""

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import FixpropError, ModeError, NotInRoleFormat
+from fixprop.errors import ModeError, NotCompilable, NotInRoleFormat
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray, constant_raw
 from fixprop.fixed.blas import FLOAT64_EXACT_LIMIT, exact_matmul, max_abs
@@ -45,10 +45,6 @@ from fixprop.nn.mlp import MLP, LayerGrads, LayerParams
 FLOAT_STORAGE_BITS = 52
 #: Formats up to this many bits are held in int64 (room for the rounding bias).
 INT_STORAGE_BITS = 62
-
-
-class NotCompilable(FixpropError, ValueError):
-    """The network and datapath need values wider than int64: use FixedArithmetic instead."""
 
 
 def _kind(fmt: QFormat | None) -> str:

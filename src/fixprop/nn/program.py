@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import FixpropError
+from fixprop.errors import NotCompilable
 from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed.format import QFormat, add_format, matmul_format, mul_format, sub_format, sum_format, union_format
@@ -43,10 +43,6 @@ OP_NAMES = ("add", "sub", "mul", "matmul", "sum0", "transpose", "cast", "gt", "l
 COMPARE = {">": GT, "<": LT, ">=": GE, "<=": LE, "==": EQ}
 ROUNDING_CODE = {mode: i for i, mode in enumerate(Rounding)}
 OVERFLOW_CODE = {mode: i for i, mode in enumerate(Overflow)}
-
-
-class NotCompilable(FixpropError, ValueError):
-    """The network and datapath need values wider than int64 programs hold: use FixedArithmetic."""
 
 
 def _checked(fmt: QFormat) -> QFormat:
