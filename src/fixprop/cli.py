@@ -284,13 +284,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(args.seed)
     else:  # LfsrSource's own default number of bits unless --lfsr-bits
         rng = LfsrSource(seed=args.lfsr_seed, **({} if args.lfsr_bits is None else {"bits": args.lfsr_bits}))
-    path = export(net, datapath, x, y, args.steps, args.out, rng=rng, overwrite=args.force)
+    path = export(net, datapath, x, y, args.steps, args.out, rng=rng, overwrite=args.force, check_backend=args.backend)
     count = len(json.loads((path / "manifest.json").read_text())["tensors"])
     if args.json:
-        print(json.dumps({"path": str(path), "steps": args.steps, "tensors": count}))
+        print(json.dumps({"path": str(path), "steps": args.steps, "tensors": count, "checked_backend": args.backend}))
     else:
         print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
               "datapath.toml)")
+        if args.backend is not None:
+            print(f"checked: the {args.backend} engine's parameters after every step equal the bundle's")
     return 0
 
 
@@ -573,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--lfsr-seed", type=_count(0), help="stochastic rounding from LFSR lanes with this seed "
                         "(docs/hardware.md; default: numpy's generator seeded by --seed)")
     export.add_argument("--lfsr-bits", type=_count(1), help="with --lfsr-seed: LFSR bits per rounding (default 16)")
+    export.add_argument("--backend", choices=("auto", "numpy", "numba"),
+                        help="also run the steps on this compiled engine and check its parameters after every "
+                             "step equal the bundle's (a difference is an error; nothing is written)")
     export.add_argument("--json", action="store_true", help="print one JSON object: path, steps, tensors")
     export.set_defaults(run=_cmd_export, parser=export)
 
