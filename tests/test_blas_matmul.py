@@ -12,21 +12,6 @@ from fixprop.fixed import blas
 from oracle import matmul_ints
 
 
-@pytest.fixture
-def float_matmuls(monkeypatch):
-    """Counts the float64 BLAS calls one exact product makes (to prove which path ran)."""
-    calls = []
-    real = np.matmul
-
-    def counting(x, y, *args, **kwargs):
-        if getattr(x, "dtype", None) == np.float64:
-            calls.append((x.shape, y.shape))
-        return real(x, y, *args, **kwargs)
-
-    monkeypatch.setattr(blas.np, "matmul", counting)
-    return calls
-
-
 def full_scale(shape, value, dtype=np.int64):
     return np.full(shape, value, dtype=dtype)
 

@@ -20,21 +20,6 @@ from fixprop.fixed import blas
 from oracle import matmul_ints, overflow_int
 
 
-@pytest.fixture
-def float_matmuls(monkeypatch):
-    """Records the float64 BLAS calls one exact product makes (to prove which path ran)."""
-    calls = []
-    real = np.matmul
-
-    def counting(x, y, *args, **kwargs):
-        if getattr(x, "dtype", None) == np.float64:
-            calls.append((x.shape, y.shape))
-        return real(x, y, *args, **kwargs)
-
-    monkeypatch.setattr(blas.np, "matmul", counting)
-    return calls
-
-
 def object_matmul(a: np.ndarray, b: np.ndarray) -> list:
     """numpy's matmul on Python ints (object arrays): exact, no float anywhere."""
     return np.asarray(np.matmul(np.asarray(a).astype(object), np.asarray(b).astype(object))).tolist()

@@ -128,7 +128,28 @@ def _as_2d(shape: tuple[int, ...]) -> tuple[int, int]:
     raise NotCompilable(f"programs hold values of at most 2 dimensions; got shape {shape}")
 
 
-class PSym:
+class _Comparisons:
+    """The comparison operators of a traced value, each recorded by its ``_compare``."""
+
+    def __gt__(self, other: Any) -> "PBool":
+        return self._compare(other, ">")
+
+    def __lt__(self, other: Any) -> "PBool":
+        return self._compare(other, "<")
+
+    def __ge__(self, other: Any) -> "PBool":
+        return self._compare(other, ">=")
+
+    def __le__(self, other: Any) -> "PBool":
+        return self._compare(other, "<=")
+
+    def __eq__(self, other: Any) -> "PBool":  # type: ignore[override]
+        return self._compare(other, "==")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class PSym(_Comparisons):
     """A traced value: a buffer of the program, the format its raw integers are in, its shape."""
 
     __array_ufunc__ = None
@@ -198,22 +219,6 @@ class PSym:
         result = self._emit(COMPARE[symbol], union_format(self.fmt, other.fmt), shape, self, other, aligned=True)
         return PBool(self.program, result.buf, shape)
 
-    def __gt__(self, other: Any) -> "PBool":
-        return self._compare(other, ">")
-
-    def __lt__(self, other: Any) -> "PBool":
-        return self._compare(other, "<")
-
-    def __ge__(self, other: Any) -> "PBool":
-        return self._compare(other, ">=")
-
-    def __le__(self, other: Any) -> "PBool":
-        return self._compare(other, "<=")
-
-    def __eq__(self, other: Any) -> "PBool":  # type: ignore[override]
-        return self._compare(other, "==")
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class PBool:
@@ -382,7 +387,7 @@ class _ProgramArithmetic:
         return PSym(self.program, out, fmt, x.shape)
 
 
-class PFloat:
+class PFloat(_Comparisons):
     """A traced float64 value (the float network's programs): a float64 buffer and its shape."""
 
     __array_ufunc__ = None
@@ -436,22 +441,6 @@ class PFloat:
         shape = np.broadcast_shapes(self.shape, other.shape)
         return PBool(self.program, self._emit(COMPARE[symbol], shape, self, other, kind="i"), shape)
 
-    def __gt__(self, other: Any) -> "PBool":
-        return self._compare(other, ">")
-
-    def __lt__(self, other: Any) -> "PBool":
-        return self._compare(other, "<")
-
-    def __ge__(self, other: Any) -> "PBool":
-        return self._compare(other, ">=")
-
-    def __le__(self, other: Any) -> "PBool":
-        return self._compare(other, "<=")
-
-    def __eq__(self, other: Any) -> "PBool":  # type: ignore[override]
-        return self._compare(other, "==")
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def _as_pfloat(program: Program, value: Any) -> PFloat:
