@@ -520,16 +520,7 @@ def trace_float_program(net: MLP, settings: Any, batch: int, update: bool = Fals
         program.outputs = [(layer.act.buf, None, layer.act.shape) for layer in trace.layers]
         return TracedStep(program, net, None, batch, update=False, momentum=False, forward_only=True)
     y = value("y", (batch, sizes[-1]))
-    trace = net.forward(ar, params, x)
-    grads: list[LayerGrads] = net.backward(ar, params, trace, y)
-    results: list[PFloat] = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
-    if update:
-        new_params, new_velocity = net.sgd_step(ar, params, grads, velocity)
-        results += [v for p in new_params for v in (p.weight, p.bias)]
-        if momentum:
-            results += [v for p in new_velocity for v in (p.weight, p.bias)]
-    results.append(trace.output)
-    program.outputs = [(r.buf, None, r.shape) for r in results]
+    program.outputs = [(r.buf, None, r.shape) for r in _step_results(net, ar, params, velocity, x, y, update)]
     return TracedStep(program, net, None, batch, update, momentum)
 
 
@@ -594,17 +585,25 @@ def trace_program(net: MLP, datapath: Datapath, batch: int, update: bool = False
     velocity = placeholders.layers("v", "momentum", "momentum") if momentum else None
     x = placeholders.value("x", "input", (batch, sizes[0]))
     y = placeholders.value("y", "target", (batch, sizes[-1]))
+    program.outputs = [(r.buf, r.fmt, r.shape) for r in _step_results(net, ar, params, velocity, x, y, update)]
+    return TracedStep(program, net, datapath, batch, update, momentum)
+
+
+def _step_results(net: MLP, ar: Any, params: list[LayerParams], velocity: list[LayerParams] | None, x: Any, y: Any,
+                  update: bool) -> list:
+    """Run mlp.py's forward, backward (and SGD update) on traced values; the results in
+    ``TracedStep`` order: per layer (weight_grad, bias_grad); with ``update`` the new (weight,
+    bias) per layer and, with a velocity, the new velocities; last the network output."""
     trace = net.forward(ar, params, x)
     grads: list[LayerGrads] = net.backward(ar, params, trace, y)
-    results: list[PSym] = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
+    results = [v for g in grads for v in (g.weight_grad, g.bias_grad)]
     if update:
         new_params, new_velocity = net.sgd_step(ar, params, grads, velocity)
         results += [v for p in new_params for v in (p.weight, p.bias)]
-        if momentum:
+        if velocity is not None:
             results += [v for p in new_velocity for v in (p.weight, p.bias)]
     results.append(trace.output)
-    program.outputs = [(r.buf, r.fmt, r.shape) for r in results]
-    return TracedStep(program, net, datapath, batch, update, momentum)
+    return results
 
 
 def input_order(step: TracedStep) -> Sequence[str]:
