@@ -48,3 +48,16 @@ def test_compiled_quantized_mode_equals_stage_by_stage(d, q, batch, scale):
     assert any(step is not None for step in fast._steps.values()), "numba is installed: the kernel is used"
     used_kernel = fast._compiled_params(*params) is not None
     assert used_kernel == fits
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.5])
+def test_non_integers_are_refused_as_before(bad):
+    from fixprop.errors import RawTypeError
+
+    model = mlp4autograd()
+    model.set_quant(16, 10)
+    model.net_shape([3, 4, 2])
+    params = [[np.ones((4, 3)), np.ones((2, 4))], [np.ones((4, 1)), np.ones((2, 1))]]
+    params[0][1][1, 2] = bad
+    with pytest.raises(RawTypeError, match="integers in units of 2\\*\\*-10"):
+        model.infer(np.ones((3, 1)), params)

@@ -154,17 +154,16 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         values = [np.asarray(getval(v)) for v in arrays]
         kinds = {v.dtype.kind for v in values}
         flat = np.concatenate([v.reshape(-1) for v in values])
+        limit = 1 << (self._d_bits - 1)
+        if not flat.size or not (flat.min() >= -limit and flat.max() < limit):  # nan fails both
+            return None
         if kinds == {"f"} and self._d_bits <= 53:  # float64 holds every d-bit integer exactly
-            with np.errstate(invalid="ignore"):
-                ints = flat.astype(np.int64)
-            if (ints != flat).any():  # a fraction, nan or inf, or beyond int64
+            ints = flat.astype(np.int64)  # finite and in range: the cast is defined
+            if (ints != flat).any():  # a fraction
                 return None
         elif kinds == {"i"} and flat.dtype == np.int64:
             ints = flat.copy()
         else:
-            return None
-        limit = 1 << (self._d_bits - 1)
-        if ints.size and (int(ints.min()) < -limit or int(ints.max()) >= limit):
             return None
         ints.flags.writeable = False  # the FixedArrays below are read-only views of it
         fmt, out, start = self._role_format(), [], 0
