@@ -287,7 +287,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     path = export(net, datapath, x, y, args.steps, args.out, rng=rng, overwrite=args.force, check_backend=args.backend)
     count = len(json.loads((path / "manifest.json").read_text())["tensors"])
     if args.json:
-        print(json.dumps({"path": str(path), "steps": args.steps, "tensors": count, "checked_backend": args.backend}))
+        checked = {} if args.backend is None else {"checked_backend": args.backend}
+        print(json.dumps({"path": str(path), "steps": args.steps, "tensors": count, **checked}))
     else:
         print(f"wrote {count} tensors of {args.steps} step(s) to {path} (manifest.json, .mem, .coe, tensors.npz, "
               "datapath.toml)")
