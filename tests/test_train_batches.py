@@ -82,3 +82,20 @@ def test_an_lfsr_source_runs_step_by_step_with_the_same_integers():
         slow.train_step(x[rows], y[rows])
     for p, q in zip(fast.params, slow.params):
         assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+
+
+@pytest.mark.parametrize("batches, message", [
+    ([np.array([], dtype=np.int64)], "batch 0 must be a non-empty 1-D array"),
+    ([np.arange(4), np.array([[0, 1], [2, 3]])], "batch 1 must be a non-empty 1-D array"),
+    ([np.array([0.0, 1.0])], "integer sample indices"),
+    ([np.array([0, 10])], "batch 0 has a sample index outside the 10 samples"),
+])
+def test_bad_batches_are_refused_before_any_step(batches, message):
+    from fixprop.errors import ShapeError
+
+    fast, _ = _models(Datapath.seed(16, 10), lambda: None, counting=False)
+    before = [np.array(p.weight.raw) for p in fast.params]
+    x, y = np.zeros((10, 3)), np.zeros((10, 4))
+    with pytest.raises(ShapeError, match=message):
+        fast.train_batches(x, y, batches)
+    assert all(np.array_equal(b, p.weight.raw) for b, p in zip(before, fast.params))

@@ -238,6 +238,17 @@ class MLP:
                      backend=backend)
 
 
+def _batch_indices(rows: Any, n: int, k: int) -> np.ndarray:
+    """Batch ``k`` of ``Model.train_batches`` as a non-empty 1-D array of sample indices < n."""
+    arr = np.asarray(rows)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu":
+        raise ShapeError(f"batch {k} must be a non-empty 1-D array of integer sample indices; "
+                         f"got shape {arr.shape}, dtype {arr.dtype}")
+    if int(arr.min()) < -n or int(arr.max()) >= n:
+        raise ShapeError(f"batch {k} has a sample index outside the {n} samples of x")
+    return arr
+
+
 #: The compiled engines a Model can use (``Model.backend``).
 BACKENDS = ("auto", "numpy", "numba")
 #: "auto" uses the numba kernel for networks whose widest layer has at most AUTO_NUMBA_MAX_WEIGHTS
@@ -364,6 +375,9 @@ class Model:
         quantized into the input and target roles once: an observer sees one data cast per run
         of batches instead of one per batch, the same counts)."""
         x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise ShapeError(f"x has {len(x)} samples but y has {len(y)}")
+        batches = [_batch_indices(rows, len(x), k) for k, rows in enumerate(batches)]
         start = 0
         while start < len(batches):
             size = len(batches[start])
