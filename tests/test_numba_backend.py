@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
@@ -166,7 +166,8 @@ class Extent:
 
     needed: bits of the widest value (a cast's input or result, a cast's input shifted left, and
     ``pre`` compared with the activations' constants -1, 0, 1); held: bits of the widest value an
-    operation forms (a cast's input, or its result when it moves the binary point); dropped: the
+    operation forms (a cast's input; when the cast moves the binary point, its result, or
+    the input shifted left if that is narrower); dropped: the
     most bits a cast drops; sources: (role, layer) -> the formats cast into it; casts: (input
     format, result format, rounding, overflow) of every cast of a FixedArray."""
 
@@ -182,7 +183,8 @@ class Extent:
             return
         shift = fmt.frac - result.fmt.frac
         self.needed = max(self.needed, fmt.word - min(shift, 0))
-        self.held = max(self.held, fmt.word, result.fmt.word if shift else 0)
+        moved = result.fmt.word if shift > 0 else min(result.fmt.word, fmt.word - shift) if shift < 0 else 0
+        self.held = max(self.held, fmt.word, moved)
         self.dropped = max(self.dropped, shift)
         if role == "pre":
             self.needed = max(self.needed, union_format(result.fmt, QFormat(2, 0)).word)
@@ -320,10 +322,12 @@ def wide_datapaths(draw, net: MLP, batch: int):
         if scenario == "product":  # the layer's pre and act keep acc's fraction: its low bits reach the output
             for role in ("pre", "act"):
                 dp, extent = widen(dp, extent, role, i, "drop", signed=True)
-    for role, layer in sites:  # rarely needed: widen a cast at its binary point until a value is wide
-        if extent.held >= WIDE_BITS:
-            break
-        dp, extent = widen(dp, extent, role, layer, "frac")
+    for mode in ("frac", "int"):  # rarely needed: widen casts (at their binary point, then their
+        for role, layer in sites:  # integer bits) until a value is wide
+            if extent.held >= WIDE_BITS:
+                break
+            dp, extent = widen(dp, extent, role, layer, mode)
+    assume(extent.held >= WIDE_BITS)  # a few tiny networks reach no wide value in either mode
     return dp, extent
 
 
@@ -340,7 +344,10 @@ def test_numba_step_near_the_int64_bound_equals_the_stepwise_path(data, sizes, a
     dp, extent = data.draw(wide_datapaths(net, batch))
     traced = trace_program(net, dp, batch, update=True)  # built to fit: NotCompilable fails the test
     widest = max(op.fmt.word for op in traced.program.ops if op.fmt is not None)
-    assert WIDE_BITS <= widest <= PROGRAM_MAX_BITS
+    assert widest <= PROGRAM_MAX_BITS
+    # The stepwise path may form a wide value the program never needs (a lossless widening cast
+    # that it skips): such rare draws do not test the bound.
+    assume(widest >= WIDE_BITS)
     event(f"widest value {widest} bits")
     for src, dst, rounding, overflow in extent.casts:
         if rounding is Rounding.STOCH and src.frac - dst.frac >= WIDE_BITS:

@@ -152,12 +152,6 @@ def _compiled_step(net: MLP, ar, params, x, y, backend: str = "numpy") -> Callab
     return lambda: step.train_step(params, x, y)
 
 
-def _compiled_gradients(net: MLP, ar, params, x, y) -> Callable[[], object]:
-    """Weight and bias gradients of one batch by the compiled step (Model.weight_gradients)."""
-    step = compile_step(net, getattr(ar, "datapath", None), np.shape(x)[0], update=False, float_settings=ar)
-    return lambda: step.gradients(params, x, y)
-
-
 def _model_gradients(model, x, y) -> Callable[[], object]:
     """Weight and bias gradients of one batch through the public API (``Model.weight_gradients``,
     FixedArrays back in fixed point), on the model's backend."""

@@ -75,8 +75,8 @@ def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
 def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered,  # pragma: no cover - compiled
                 fgathered, n_steps, x_data, y_data, fx_data, fy_data, x_buf, y_buf, feedback):
     """Run every operation of ``ops`` (int64 table, OP_COLUMNS wide) on the workspaces ``mem``
-    (int64 raw values) and ``fmem`` (float64 numbers). ``buffers`` (int64, 5 rows: offsets,
-    rows, cols, rstride, cstride): buffer b has shape (rows[b], cols[b]) and its element (i, j)
+    (int64 raw values) and ``fmem`` (float64 numbers). ``buffers`` (int64, 6 rows: offsets,
+    rows, cols, rstride, cstride, float): buffer b has shape (rows[b], cols[b]) and its element (i, j)
     lives at ``offsets[b] + i * rstride[b] + j * cstride[b]`` (row-major, column-major, or a
     transposed view of another buffer). ``words`` (uint64): the STOCH casts'
     random words, in the memory order of each cast's buffer. With ``count``, each cast adds its
@@ -815,12 +815,8 @@ class NumbaStep:
         return self._run(self._values(params, None) + [x], rng, counter)
 
     def _run(self, values, rng, counter) -> list[FixedArray]:
-        raws = []
-        for v, fmt, name in zip(values, self.input_formats, self.input_names):
-            if not _in_format(v, fmt):
-                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
-                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
-            raws.append(np.asarray(v, dtype=np.float64) if fmt is None else v.raw)
+        self._check_formats(values)
+        raws = self._raws(values)
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
@@ -828,6 +824,13 @@ class NumbaStep:
         if counter is not None:
             self.runner.report_counts(counter)
         return self._wrapped(outputs)
+
+    def _check_formats(self, values) -> None:
+        """Raise NotInRoleFormat at the first value not in the format its input was traced for."""
+        for v, fmt, name in zip(values, self.input_formats, self.input_names):
+            if not _in_format(v, fmt):
+                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
+                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
 
     def _raws(self, values) -> list[np.ndarray]:
         if self.float_program:
@@ -850,10 +853,7 @@ class NumbaStep:
         if x.shape[0] != y.shape[0] or x.shape[0] % batch or x.shape[0] == 0:
             raise ValueError(f"train_steps needs x and y of k * {batch} rows; got {x.shape[0]} and {y.shape[0]}")
         values = self._values(params, velocity)
-        for v, fmt, name in zip(values + [x, y], self.input_formats, self.input_names):
-            if not _in_format(v, fmt):
-                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
-                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
+        self._check_formats(values + [x, y])
         if self.uses_rng and not isinstance(rng, np.random.Generator):
             raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
                             "(an LFSR source draws per step: call train_step once per step)")

@@ -97,11 +97,6 @@ class Program:
         self.kinds.append(kind)
         return len(self.shapes) - 1
 
-    def stochastic_casts(self) -> list[Op]:
-        """The casts that draw random words (STOCH, dropping bits), in the order they run."""
-        return [op for op in self.ops if op.code == CAST and op.params[1] == ROUNDING_CODE[Rounding.STOCH]
-                and op.params[0] > 0]
-
     def describe(self) -> str:
         """One line per operation (a readable listing of the datapath program)."""
         lines = []
@@ -604,11 +599,6 @@ def _step_results(net: MLP, ar: Any, params: list[LayerParams], velocity: list[L
             results += [v for p in new_velocity for v in (p.weight, p.bias)]
     results.append(trace.output)
     return results
-
-
-def input_order(step: TracedStep) -> Sequence[str]:
-    """The names of the program's inputs, in order: w0, b0, ..., (vw0, vb0, ...), x, y."""
-    return [name for name, _, _ in step.program.inputs]
 
 
 __all__ = ["NotCompilable", "Op", "Program", "TracedStep", "trace_float_program", "trace_forward", "trace_program"]
