@@ -295,6 +295,7 @@ class Model:
     compiled: bool = True
     backend: str = "auto"
     _steps: dict = field(default_factory=dict, init=False, repr=False)
+    _traced_from: tuple | None = field(default=None, init=False, repr=False)
     _data_formats: tuple | None = field(default=None, init=False, repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -306,9 +307,6 @@ class Model:
         super().__setattr__(name, value)
 
     def __post_init__(self) -> None:
-        datapath = getattr(self.arithmetic, "datapath", None)
-        if datapath is not None:  # the formats data already quantized into the roles arrive in
-            self._data_formats = (datapath.cast_for("input", None).fmt, datapath.cast_for("target", None).fmt)
         self.params = self.net.params_in(self.arithmetic, self.params)
         if self.momentum and self.velocity is None:
             self.velocity = self.net.zero_velocity(self.arithmetic, self.params)
@@ -419,8 +417,12 @@ class Model:
     def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
         """x and y in the input and target roles (quantized once), as 2-D batches."""
         ar = self.arithmetic
-        if type(x) is FixedArray and type(y) is FixedArray and self._data_formats is not None:
-            input_fmt, target_fmt = self._data_formats  # the common case, checked cheaply
+        datapath = getattr(ar, "datapath", None)
+        if type(x) is FixedArray and type(y) is FixedArray and datapath is not None:
+            if self._data_formats is None or self._data_formats[0] is not datapath:
+                self._data_formats = (datapath, datapath.cast_for("input", None).fmt,
+                                      datapath.cast_for("target", None).fmt)
+            _, input_fmt, target_fmt = self._data_formats  # the common case, checked cheaply
             x_shape, y_shape = x.shape, y.shape
             if ((x.fmt is input_fmt or x.fmt == input_fmt) and (y.fmt is target_fmt or y.fmt == target_fmt)
                     and len(x_shape) == 2 and len(y_shape) == 2 and x_shape[0] == y_shape[0] >= 1
@@ -447,9 +449,26 @@ class Model:
         if not self.compiled or (counting and not getattr(observer, "counts_only", False)):
             return None
         key = ("forward", batch, counting) if forward_only else (batch, update, counting)
-        if key not in self._steps:
-            self._steps[key] = self._new_step(batch, update, counting, forward_only)
-        return self._steps[key]
+        steps = self._current_steps()
+        if key not in steps:
+            steps[key] = self._new_step(batch, update, counting, forward_only)
+        return steps[key]
+
+    def _current_steps(self) -> dict:
+        """The compiled steps, dropped first if anything they were traced from was replaced since:
+        the network or its activations and loss, the arithmetic, its datapath, relu'(0), learning
+        rate or momentum (compared by identity: cheap, and a replaced equal value only costs a
+        new trace). The settings are read when a step is traced, so a stale step would compute
+        the old network's integers."""
+        net, ar = self.net, self.arithmetic
+        traced_from = (net, net.layer_sizes, net.activation, net.output_activation, net.loss, ar,
+                       getattr(ar, "datapath", None), ar.relu_grad_at_zero, getattr(ar, "learning_rate", None),
+                       getattr(ar, "momentum", None))
+        previous = self._traced_from
+        if previous is None or any(now is not then for now, then in zip(traced_from, previous)):
+            self._steps.clear()
+            self._traced_from = traced_from
+        return self._steps
 
     def _new_step(self, batch: int, update: bool, counting: bool, forward_only: bool):
         from fixprop.nn.compiled import NotCompilable, compile_step
