@@ -34,12 +34,23 @@ DATAPATHS = {
 
 
 def _models(dp, rng_factory, counting):
+    """Two models of one network: on the numba backend, and on the stage-by-stage path (the
+    reference: it equals the independent Python-int network, test_mlp_fixed.py)."""
     net = MLP([3, 5, 4], "leaky_relu:2", "linear", "mse", "he", 4)
     made = []
-    for _ in range(2):
+    for compiled in (True, False):
         ar = FixedArithmetic(dp, rng_factory(), RangeCollector(ranges=False) if counting else None)
-        made.append(Model(net, ar, net.init_params(), dp.momentum is not None, backend="numba"))
+        made.append(Model(net, ar, net.init_params(), dp.momentum is not None, compiled=compiled, backend="numba"))
     return made
+
+
+def _assert_same_state(fast, slow):
+    for p, q in zip(fast.params, slow.params):
+        assert p.weight.fmt == q.weight.fmt and np.array_equal(p.weight.raw, q.weight.raw)
+        assert p.bias.fmt == q.bias.fmt and np.array_equal(p.bias.raw, q.bias.raw)
+    if fast.velocity is not None:
+        for p, q in zip(fast.velocity, slow.velocity):
+            assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
 
 
 @pytest.mark.parametrize("name", sorted(DATAPATHS))
@@ -49,7 +60,9 @@ def test_train_batches_equals_a_loop_of_train_steps(name, counting, monkeypatch)
     rng = np.random.default_rng(11)
     x, y = rng.uniform(-2, 2, (70, 3)), rng.uniform(-1, 1, (70, 4))
     order = rng.permutation(70)
-    batches = [order[i:i + 8] for i in range(0, 64, 8)] + [order[64:67], order[67:70]]  # two short ones
+    # runs of sizes 8, 3, 8, 3: four kernel calls; samples repeat across batches
+    batches = ([order[i:i + 8] for i in range(0, 32, 8)] + [order[64:67], order[67:70]]
+               + [order[i:i + 8] for i in range(32, 64, 8)] + [order[0:3], order[5:8]])
     fast, slow = _models(dp, lambda: np.random.default_rng(5), counting)
     calls = []
     original = NumbaStep.train_steps
@@ -57,18 +70,13 @@ def test_train_batches_equals_a_loop_of_train_steps(name, counting, monkeypatch)
     fast.train_batches(x, y, batches)
     for rows in batches:
         slow.train_step(x[rows], y[rows])
-    for p, q in zip(fast.params, slow.params):
-        assert p.weight.fmt == q.weight.fmt and np.array_equal(p.weight.raw, q.weight.raw)
-        assert np.array_equal(p.bias.raw, q.bias.raw)
-    if dp.momentum is not None:
-        for p, q in zip(fast.velocity, slow.velocity):
-            assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+    _assert_same_state(fast, slow)
     assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
     if counting:
         mine, theirs = fast.arithmetic.observer.to_json(), slow.arithmetic.observer.to_json()
         assert mine == theirs and sum(s["count"] for s in mine) > 0
-    # one call for the eight batches of 8 and one for the two of 3; none when data rounds STOCH
-    assert len(calls) == (0 if name == "stoch_data" else 2)
+    # one call per run of equal sizes; none when data rounds STOCH
+    assert len(calls) == (0 if name == "stoch_data" else 4)
 
 
 def test_an_lfsr_source_runs_step_by_step_with_the_same_integers():
@@ -80,8 +88,7 @@ def test_an_lfsr_source_runs_step_by_step_with_the_same_integers():
     fast.train_batches(x, y, batches)
     for rows in batches:
         slow.train_step(x[rows], y[rows])
-    for p, q in zip(fast.params, slow.params):
-        assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+    _assert_same_state(fast, slow)
 
 
 @pytest.mark.parametrize("batches, message", [
@@ -98,4 +105,65 @@ def test_bad_batches_are_refused_before_any_step(batches, message):
     x, y = np.zeros((10, 3)), np.zeros((10, 4))
     with pytest.raises(ShapeError, match=message):
         fast.train_batches(x, y, batches)
+    assert all(np.array_equal(b, p.weight.raw) for b, p in zip(before, fast.params))
+
+
+def test_parameters_in_another_format_run_step_by_step_counting_each_cast_once():
+    """Parameters set in a format other than their role's cannot run on the kernel: the batches
+    run step by step on the data quantized once, so a counting observer counts each data cast once."""
+    from fixprop import FixedArray
+    from fixprop.nn import LayerParams
+
+    fast, slow = _models(Datapath.uniform(16, 8), lambda: None, counting=True)
+    params = [LayerParams(FixedArray.from_float(p.weight.to_float(), "s20.14"),
+                          FixedArray.from_float(p.bias.to_float(), "s20.14")) for p in fast.params]
+    fast.params, slow.params = params, list(params)
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-2, 2, (24, 3)), rng.uniform(-1, 1, (24, 4))
+    batches = [np.arange(i, i + 6) for i in range(0, 24, 6)]
+    fast.train_batches(x, y, batches)
+    for rows in batches:
+        slow.train_step(x[rows], y[rows])
+    _assert_same_state(fast, slow)
+    assert fast.arithmetic.observer.to_json() == slow.arithmetic.observer.to_json()
+
+
+def test_fixed_point_data_runs_like_the_floats_it_holds():
+    dp = Datapath.seed(16, 10)
+    fast, slow = _models(dp, lambda: None, counting=False)
+    rng = np.random.default_rng(6)
+    ar = FixedArithmetic(dp)
+    x, y = ar.data(rng.uniform(-2, 2, (32, 3)), "input"), ar.data(rng.uniform(-1, 1, (32, 4)), "target")
+    batches = [np.arange(i, i + 8) for i in range(0, 32, 8)]
+    fast.train_batches(x, y, batches)
+    for rows in batches:
+        slow.train_step(x.to_float()[rows], y.to_float()[rows])
+    _assert_same_state(fast, slow)
+
+
+@pytest.mark.parametrize("x_shape, y_shape, message", [
+    ((30,), (10, 4), r"x must be \(samples, 3\); got shape \(30,\)"),
+    ((10, 2), (10, 4), r"x must be \(samples, 3\); got shape \(10, 2\)"),
+    ((10, 3), (10, 4, 1), r"y must be \(samples, 4\)"),
+    ((10, 3), (9, 4), "x has 10 samples but y has 9"),
+])
+def test_bad_data_shapes_are_refused_before_any_step(x_shape, y_shape, message):
+    from fixprop.errors import ShapeError
+
+    fast, _ = _models(Datapath.seed(16, 10), lambda: None, counting=False)
+    before = [np.array(p.weight.raw) for p in fast.params]
+    with pytest.raises(ShapeError, match=message):
+        fast.train_batches(np.zeros(x_shape), np.zeros(y_shape), [np.arange(3)])
+    assert all(np.array_equal(b, p.weight.raw) for b, p in zip(before, fast.params))
+
+
+def test_nan_in_a_later_batch_is_refused_before_any_step():
+    from fixprop.errors import NonFiniteError
+
+    fast, _ = _models(Datapath.seed(16, 10), lambda: None, counting=False)
+    before = [np.array(p.weight.raw) for p in fast.params]
+    x, y = np.ones((16, 3)), np.zeros((16, 4))
+    y[13, 2] = np.nan
+    with pytest.raises(NonFiniteError, match=r"y holds NaN or infinity \(sample 13\)"):
+        fast.train_batches(x, y, [np.arange(0, 8), np.arange(8, 16)])
     assert all(np.array_equal(b, p.weight.raw) for b, p in zip(before, fast.params))

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fixprop.datapath import Datapath
-from fixprop.errors import ConfigError, NotInRoleFormat, ShapeError
+from fixprop.errors import ConfigError, NonFiniteError, NotInRoleFormat, ShapeError
 from fixprop.fixed.array import FixedArray
 from fixprop.nn.activations import Activation, get_activation
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic, real_array
@@ -371,8 +371,10 @@ class Model:
         order: the integers of ``for rows in batches: self.train_step(x[rows], y[rows])``. On
         the numba kernel, consecutive batches of one size run in one kernel call (their data
         quantized into the input and target roles once: an observer sees one data cast per run
-        of batches instead of one per batch, the same counts)."""
-        x, y = np.asarray(x), np.asarray(y)
+        of batches instead of one per batch, the same counts). ``x`` (samples, n_in) and ``y``
+        (samples, n_out) are real numbers or FixedArrays; they and ``batches`` are checked
+        before any step, so bad input leaves the model as it was."""
+        x, y = self._samples(x, "x"), self._samples(y, "y")
         if len(x) != len(y):
             raise ShapeError(f"x has {len(x)} samples but y has {len(y)}")
         batches = [_batch_indices(rows, len(x), k) for k, rows in enumerate(batches)]
@@ -392,10 +394,25 @@ class Model:
                 try:
                     self.params, self.velocity, _ = step.train_steps(
                         self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None), **self._counting())
-                except NotInRoleFormat:  # parameters in other formats: step by step, as given
-                    for one in batches[start:end]:
-                        self.train_step(x[one], y[one])
+                except NotInRoleFormat:  # parameters in other formats: step by step, as given, on
+                    for k in range(end - start):  # the data already quantized (cast once, counted once)
+                        one = slice(k * size, (k + 1) * size)
+                        self.train_step(x_q[one], y_q[one])
             start = end
+
+    def _samples(self, values: Any, name: str) -> Any:
+        """``x`` or ``y`` of :meth:`train_batches` as a 2-D float64 array or FixedArray of
+        (samples, width), finite; else a ShapeError, RawTypeError or NonFiniteError naming it."""
+        width = self.net.layer_sizes[0 if name == "x" else -1]
+        if not isinstance(values, FixedArray):
+            values = np.asarray(real_array(values, "input" if name == "x" else "target"), dtype=np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                sample = int(np.argwhere(bad)[0][0])
+                raise NonFiniteError(f"{name} holds NaN or infinity (sample {sample}); no step was taken")
+        if values.ndim != 2 or values.shape[1] != width:
+            raise ShapeError(f"{name} must be (samples, {width}); got shape {tuple(values.shape)}")
+        return values
 
     def _steps_in_one_call(self, batch: int) -> bool:
         """True when batches of this size can run several steps in one numba kernel call: the
