@@ -130,3 +130,18 @@ def test_notebook_changed_only_the_import_line():
     first = nb.cells[1].source
     assert "from fixprop.compat import mlp4autograd" in first
     assert "from mlp4autograd import" not in "".join(c.source for c in nb.cells)
+
+
+def test_quantized_error_is_exact_beyond_int64_squares():
+    """error() at d = 40: an output of 2**38 raw units against a truth of -2**38 is 2**39 apart;
+    its square (2**78) wraps in int64. The sum must be the exact Python int."""
+    from fixprop.compat import mlp4autograd
+
+    model = mlp4autograd()
+    model.set_quant(40, 20)
+    model.net_shape([1, 2])
+    params = [[np.array([[2.0**20], [2.0**19]])], [np.zeros((2, 1))]]  # weights 1.0 and 0.5
+    out = model.infer(np.array([[2.0**38]]), params)
+    assert out.ravel().tolist() == [2**38, 2**37]
+    truth = np.array([[-(2**38)], [3]], dtype=np.int64)
+    assert model.error(truth) == (2**39) ** 2 + (2**37 - 3) ** 2

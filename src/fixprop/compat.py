@@ -102,10 +102,16 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         return activations[-1]
 
     def error(self, truth: Any) -> Any:
-        """Sum of squared errors of the last inference (raw units squared in quantized mode)."""
+        """Sum of squared errors of the last inference. In quantized mode with integer ``truth``
+        (raw units, as the seed passes it) an exact Python int in raw units squared: int64
+        squares would wrap beyond 2**31.5 raw units (d >= 33 bits)."""
         if not self._activation:
             raise ConfigError("call infer(x, params) before error(truth)")
-        return anp.sum((self._activation[-1] - truth) ** 2)
+        output = self._activation[-1]
+        if self._quant and np.asarray(truth).dtype.kind in "iu":
+            diff = np.asarray(output).astype(object) - np.asarray(truth).astype(object)
+            return int(np.sum(diff * diff))
+        return anp.sum((output - truth) ** 2)
 
     def grad(self, truth: Any, debug: bool = False) -> None:
         """Backprop of the last inference against ``truth`` (n_out, 1); sets ``_weight_dif``,
