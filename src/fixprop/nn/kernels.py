@@ -658,6 +658,11 @@ class ProgramRunner:
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
                 fmt = op.fmt
+                layouts = [(int(self.rstride[b]), int(self.cstride[b])) for b in (op.a, op.out)]
+                if self.rows[op.a] > 1 and self.cols[op.a] > 1 and layouts[0] != layouts[1]:
+                    raise AssertionError(f"fixprop internal error: the cast into {op.role} (layer {op.layer}) reads "
+                                         f"strides {layouts[0]} and writes {layouts[1]}; the kernel casts element "
+                                         "e of its input into element e of its output (one layout)")
                 base, sign_bias, odd_bias = rounding_bias(list(Rounding)[rounding], shift) if shift > 0 else (0, 0, 0)
                 table[n, COL_SHIFT:COL_FIRST_WORD] = (
                     shift, rounding, overflow, lo, hi, fmt.raw_min, fmt.raw_max,
