@@ -59,12 +59,15 @@ class CountedKernel:
 
 @st.composite
 def role_casts(draw, role: str, max_word: int):
-    word = draw(st.integers(2, max_word))
+    """A role's cast: words from 1 bit, signed or unsigned (data and parameters too: an unsigned
+    weight role clips every negative weight to 0), any fraction, rounding and overflow."""
+    word = draw(st.one_of(st.just(1), st.integers(1, max_word)))
     frac = draw(st.integers(-2, word + 2))
     full = role not in STATE_ROLES and draw(st.booleans()) and draw(st.booleans())
     rounding = draw(st.sampled_from(list(Rounding)))
     overflow = draw(st.sampled_from(list(Overflow)))
-    signed = True if role in ("input", "target", "weight", "bias") else draw(st.booleans())
+    signed = draw(st.booleans()) if role in ("input", "target", "weight", "bias") and draw(st.booleans()) \
+        else True if role in ("input", "target", "weight", "bias") else draw(st.booleans())
     if full:
         return RoleCast(None, frac, True, rounding, overflow)
     return RoleCast(word, frac, signed, rounding, overflow)
@@ -116,7 +119,8 @@ def setup(net, dp, batch, seed, full_scale):
     if full_scale:  # every parameter and input at the edges of its format
         def edge(role, shape, layer=None):
             fmt = dp.cast_for(role, layer).fmt
-            raw = rng.choice([fmt.raw_min, fmt.raw_max, fmt.raw_max - 1, 0, 1], size=shape)
+            raw = np.clip(rng.choice([fmt.raw_min, fmt.raw_max, fmt.raw_max - 1, 0, 1], size=shape),
+                          fmt.raw_min, fmt.raw_max)  # 1-bit formats hold fewer of them
             from fixprop import FixedArray
             return FixedArray(raw.astype(object), fmt)
         params = [LayerParams(edge("weight", (o, i), layer), edge("bias", (o,), layer))
@@ -511,3 +515,31 @@ def test_verify_times_the_chosen_engine_and_reports_the_same_errors(capsys):
         docs[backend] = json.loads(capsys.readouterr().out)
         assert docs[backend]["experiment"]["backend"] == backend
     assert docs["numpy"]["fixed"] == docs["numba"]["fixed"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), sizes=st.lists(st.integers(1, 4), min_size=2, max_size=3), batch=st.sampled_from([1, 3, 16]),
+       activation=st.sampled_from(ACTIVATIONS), loss=st.sampled_from(LOSSES), seed=st.integers(0, 1000),
+       full_scale=st.booleans())
+def test_numba_cast_counts_equal_the_stepwise_observer(data, sizes, activation, loss, batch, seed, full_scale):
+    """The kernel counts every cast (elements, nonzero, saturated, underflowed) inside the step: the
+    counts a counts-only RangeCollector receives equal the ones it collects observing every cast
+    of the stepwise path, on random datapaths (1-bit words, unsigned roles, every mode)."""
+    from fixprop.explore.ranges import RangeCollector
+
+    net = MLP(sizes, activation, "linear", loss, init="uniform_neg", seed=seed)
+    dp = data.draw(datapaths(net.n_layers, data.draw(st.sampled_from([6, 16, 40]))))
+    params, x, y, velocity = setup(net, dp, batch, seed, full_scale)
+    try:
+        traced = trace_program(net, dp, batch, update=True)
+    except NotCompilable:
+        assert beyond_int64_programs(net, dp, batch)
+        return
+    observed, counted = RangeCollector(ranges=False), RangeCollector(ranges=False)
+    ar = FixedArithmetic(dp, np.random.default_rng(seed + 7), observed)
+    trace = net.forward(ar, params, x)
+    net.sgd_step(ar, params, net.backward(ar, params, trace, y), velocity)
+    NumbaStep(traced, kernel()).outputs(params, x, y, velocity, np.random.default_rng(seed + 7), counter=counted)
+    got = [s for s in counted.to_json() if s["role"] not in ("input", "target")]
+    want = [s for s in observed.to_json() if s["role"] not in ("input", "target")]
+    assert got == want and sum(s["count"] for s in want) > 0
