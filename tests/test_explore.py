@@ -939,3 +939,29 @@ def test_cli_sweep_frac_beyond_word_and_unknown_role(tmp_path, capsys):
     capsys.readouterr()
     assert main(["ranges", "--propose", "8", "--role-word", "nope=8"]) == 2
     assert "unknown role(s) ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_train_final_integers_equal_a_stage_by_stage_loop(backend):
+    """`train` on an engine (each epoch in one call on the kernel) ends with the integers of a
+    plain loop of stage-by-stage steps over the same batches: its ``fixed_params_sha256`` is
+    the digest of those integers, and changes when one integer does."""
+    from fixprop.explore.train import TrainConfig, batch_order, params_sha256, train
+    from fixprop.nn import FixedArithmetic, Model
+
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba is not installed")
+    dp = Datapath.seed(24, 12)
+    config = TrainConfig(dataset="ik", epochs=2, backend=backend)
+    data = load_dataset("ik", config.data_seed)
+    result = train(config, dp, data=data)
+    net = config.network(data)
+    model = Model(net, FixedArithmetic(dp, np.random.default_rng(config.seed)), net.init_params(), compiled=False)
+    for epoch in range(1, config.epochs + 1):
+        for rows in batch_order(len(data.x_train), config.batch, epoch, config.seed):
+            model.train_step(data.x_train[rows], data.y_train[rows])
+    assert result["fixed_params_sha256"] == params_sha256(model.params)
+    raw = np.array(model.params[0].weight.raw)
+    raw[0, 0] += 1
+    model.params[0].weight = FixedArray(raw, model.params[0].weight.fmt)
+    assert result["fixed_params_sha256"] != params_sha256(model.params)

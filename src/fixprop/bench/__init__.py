@@ -313,7 +313,7 @@ def bench_seed(sizes: Sizes) -> dict:
         compat_fixed.infer(x1_raw, raw_params)
         compat_fixed.grad(y1_raw)
 
-    # the public API: a Model on its default backend ("auto"), data already in the roles' formats
+    # the public API: a Model on the --backend engine (auto unless given), data already in the roles' formats
     float_model = net.float_model(dp, init)
     fixed_model = net.fixed_model(dp, init, backend=sizes.backend)
     per_sample = measure({
@@ -363,7 +363,7 @@ def bench_memory(sizes: Sizes) -> dict:
 
 # -- compiled engines ----------------------------------------------------------------------
 def bench_backends(sizes: Sizes) -> dict:
-    """``Model.train_step`` at (24,12) on the numpy engine, the numba kernel and "auto", side by
+    """``Model.train_step`` (seed(24,12) and uniform(16,10)) on the numpy engine, the numba kernel and "auto", side by
     side per network and batch: which engine wins where, and whether auto's choice ever loses."""
     from fixprop.nn.jit import numba_available
     from fixprop.nn.mlp import choose_backend
@@ -443,7 +443,7 @@ def bench_train(sizes: Sizes) -> dict:
     """``fixprop train --dataset ik`` (20 epochs; 2 with --quick), the seed's hardware network
     3 -> 16 -> 5 at seed(24,12), on the numpy engine and on the numba kernel in one process,
     with the command's default saturation counting and without it; the two engines' final
-    integers are checked equal (a difference raises)."""
+    integers (``fixed_params_sha256``), curves and counts are checked equal (a difference raises)."""
     from fixprop.explore.train import TrainConfig, train
 
     epochs = 2 if sizes.repeats <= 3 else 20
@@ -457,9 +457,9 @@ def bench_train(sizes: Sizes) -> dict:
             start = time.perf_counter()
             result = train(config, dp, count_casts=counting)
             seconds[f"{backend}{'' if counting else '_no_counts'}"] = time.perf_counter() - start
-            finals[backend] = (result["fixed"], result["saturation"])
+            finals[backend] = (result["fixed_params_sha256"], result["fixed"], result["saturation"])
         if finals["numba"] != finals["numpy"]:
-            raise AssertionError("fixprop train: the numba and numpy engines' results differ")
+            raise AssertionError("fixprop train: the numba and numpy engines' final integers, curves or counts differ")
     return {"dataset": "ik", "epochs": epochs, "network": [3, 16, 5], "datapath": "seed(24,12)",
             "same_results": True, "seconds": seconds}
 

@@ -22,6 +22,7 @@ numba unavailable) counting runs the training step by step (the same integers, s
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -112,8 +113,9 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     """Train float and fixed-point networks side by side; returns a JSON-ready dict.
 
     ``progress(epoch, summary)`` is called after each epoch. ``observer`` sees every cast of the
-    fixed network's weight quantization and training steps (``FixedArithmetic``; the steps then run stepwise, not
-    compiled), not those of its evaluations. The result holds the config, the
+    fixed network's weight quantization and training steps (``FixedArithmetic``), not those of
+    its evaluations: an observer that needs every cast's values makes the steps run stage by
+    stage; a counts-only RangeCollector is served by the numba kernel, which counts. The result holds the config, the
     datapath (TOML), the per-epoch curves of both networks ("float", "fixed"), "final": the
     last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
     the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not
@@ -168,7 +170,20 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
         "fixed": asdict(curves["fixed"]),
         "final": _summary(curves, data.classes),
         "saturation": None if counter is None else saturation_summary(counter),
+        "fixed_params_sha256": params_sha256(models["fixed"].params),
     }
+
+
+def params_sha256(params: list) -> str:
+    """SHA-256 (hex) of fixed-point parameters: each layer's weight then bias, as its format's
+    name and its raw integers (int64, little-endian, row-major). Two runs with equal digests
+    ended with equal integers."""
+    digest = hashlib.sha256()
+    for layer in params:
+        for value in (layer.weight, layer.bias):
+            digest.update(f"{value.fmt}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value.raw, dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 def _both(first: Callable | None, second: Callable | None) -> Callable | None:
