@@ -283,3 +283,32 @@ def test_second_process_loads_the_cached_kernel(tmp_path):
     assert indexes == ["jit_sample_kernel.add_int64"]  # one index file: the kernel's
     second = run_python(RUN_SAMPLE, env={"NUMBA_CACHE_DIR": str(cache)})
     assert second == {**first, "hits": 1, "misses": 0}
+
+
+def test_loading_a_kernel_leaves_numba_as_its_own_blas_check_would(tmp_path):
+    """fixprop keeps numba from importing scipy.linalg when it loads a kernel (numba imports it
+    only to set ``_HAVE_BLAS``). Afterwards numba's flag must equal its own check's answer (run
+    in the same process, after), and a user's numba function calling np.dot must still compile
+    and use BLAS."""
+    pytest.importorskip("numba")
+    out = run_python(f"""
+import json, sys, numpy as np
+import jit_sample_kernel
+from fixprop.nn.jit import compiled
+kernel = compiled(jit_sample_kernel.add_int64)
+kernel(np.array({A}, dtype=np.int64), np.array({B}, dtype=np.int64))
+linalg_before = "scipy.linalg" in sys.modules
+from numba.np import arraymath
+flag = arraymath._HAVE_BLAS
+import numba
+@numba.njit
+def dot(a, b):
+    return np.dot(a, b)
+value = float(dot(np.arange(3.0), np.arange(3.0)))
+print(json.dumps({{"linalg_before": linalg_before, "flag": flag, "own_check": arraymath._check_blas(),
+                   "dot": value}}))
+""", env={"NUMBA_CACHE_DIR": str(tmp_path)})
+    assert out["flag"] == out["own_check"]
+    assert out["dot"] == 5.0
+    if importlib.util.find_spec("scipy") is not None:
+        assert out["linalg_before"] is False

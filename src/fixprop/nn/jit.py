@@ -81,8 +81,39 @@ def _import_numba() -> ModuleType | None:
                 f"the same results, more slowly. Install a numba that supports this numpy, or set "
                 f"{DISABLE_ENV}=1 to choose the numpy path without this warning."), stacklevel=3)
             return None
+        _defer_scipy_import()
         _numba = numba
         return numba
+
+
+def _defer_scipy_import() -> None:
+    """Keep numba from importing scipy.linalg (about 0.3 s) when it loads the first kernel.
+
+    numba's CPU target imports ``numba.np.arraymath`` on the first compile or cache load, and that
+    module imports scipy.linalg only to set one flag, ``_HAVE_BLAS`` (whether ``np.dot``-like
+    calls may use BLAS); fixprop's kernels make none. Here it is imported with scipy hidden (its
+    check then finds no BLAS) and the flag is set to whether scipy.linalg is installed, looked up
+    without importing it: numba's state is what its own check gives, and scipy is imported when
+    some code compiles a call that needs BLAS (numba's ``ensure_blas``). Skipped when scipy.linalg
+    is already imported (nothing to save), and a no-op if numba's internals differ."""
+    import importlib.util
+    import sys
+
+    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
+        return
+    try:  # numba itself imported the light scipy package (its version check), or there is none
+        scipy_linalg = importlib.util.find_spec("scipy.linalg") is not None
+    except (ImportError, ValueError):
+        scipy_linalg = False
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # importing it raises ImportError
+    try:
+        from numba.np import arraymath
+    except Exception:  # noqa: BLE001 - numba imports it again when it needs it
+        return
+    finally:
+        del sys.modules["scipy.linalg"]
+    if isinstance(getattr(arraymath, "_HAVE_BLAS", None), bool):
+        arraymath._HAVE_BLAS = scipy_linalg
 
 
 def numba_available() -> bool:
