@@ -57,12 +57,84 @@ def cast(v: Val, spec) -> Val:
     return Val(overflow_int(rounded, spec.word, spec.signed, spec.overflow.name), frac)
 
 
+def optional(dp, role: str, layer: int):
+    """An optional role's cast at a layer (its override, else the role's), or None: read from the
+    datapath's tables directly."""
+    return dp.layers.get(layer, {}).get(role, dp.roles.get(role))
+
+
+def accumulate(terms: list[Val], spec) -> Val:
+    """docs/datapath.md, "Accumulate modes": the terms t_0..t_{K-1} into the sum role ``spec``."""
+    mode = spec.accumulate
+    if mode == "exact":
+        return cast(total(terms), spec)
+    if mode == "sequential":  # a register that starts at 0: r = cast(r + t_k)
+        r = Val(0, terms[0].frac)
+        for t in terms:
+            r = cast(r + t, spec)
+        return r
+    assert mode == "tree", mode
+    if len(terms) == 1:
+        return cast(terms[0], spec)
+    level = list(terms)
+    while len(level) > 1:
+        up = [cast(level[i] + level[i + 1], spec) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            up.append(level[-1])  # an odd last element goes up unchanged
+        level = up
+    return level[0]
+
+
+def mac(products: list[Val], product_spec, sum_spec) -> Val:
+    """Products (each cast first when the datapath has the product role) summed into a sum role."""
+    terms = products if product_spec is None else [cast(p, product_spec) for p in products]
+    return accumulate(terms, sum_spec)
+
+
 def quantize(x: float, spec) -> Val:
     rounded = round_fraction(Fraction(x) * Fraction(2) ** spec.frac, spec.rounding.name)
     return Val(overflow_int(rounded, spec.word, spec.signed, spec.overflow.name), spec.frac)
 
 
+def exact_val(value: Fraction) -> Val:
+    """A dyadic Fraction as a Val (frac = the bits of its denominator)."""
+    frac = max(value.denominator.bit_length() - 1, 0)
+    assert value.denominator == 1 << frac
+    return Val(int(value * 2**frac), frac)
+
+
+def plan_sigmoid(z: Fraction) -> tuple[Fraction, Fraction]:
+    """PLAN (Amin, Curtis and Hayes-Gill 1997) as docs/datapath.md states it: (value, slope)
+    for z >= 0 by |z| range, and f(-z) = 1 - f(z) (same slope) below 0."""
+    m = abs(z)
+    if m < 1:
+        y, d = m / 4 + Fraction(1, 2), Fraction(1, 4)
+    elif m < Fraction(19, 8):
+        y, d = m / 8 + Fraction(5, 8), Fraction(1, 8)
+    elif m < 5:
+        y, d = m / 32 + Fraction(27, 32), Fraction(1, 32)
+    else:
+        y, d = Fraction(1), Fraction(0)
+    return (y, d) if z >= 0 else (1 - y, d)
+
+
+def hardware_activation(name: str, z: Fraction) -> tuple[Fraction, Fraction] | None:
+    """(f(z), f'(z)) of the hardware activations from their definitions in docs/datapath.md."""
+    if name == "hard_sigmoid":
+        inside = -2 < z < 2
+        return min(max(z / 4 + Fraction(1, 2), Fraction(0)), Fraction(1)), Fraction(1, 4) if inside else Fraction(0)
+    if name == "pwl_sigmoid":
+        return plan_sigmoid(z)
+    if name == "pwl_tanh":  # 2 sigmoid(2z) - 1
+        y, d = plan_sigmoid(2 * z)
+        return 2 * y - 1, 4 * d
+    return None
+
+
 def activation(name: str, z: Val) -> Val:
+    hardware = hardware_activation(name, z.fraction())
+    if hardware is not None:
+        return exact_val(hardware[0])
     if name == "relu":
         return z if z.raw > 0 else Val(0, z.frac)
     if name == "linear":
@@ -81,6 +153,9 @@ def activation(name: str, z: Val) -> Val:
 
 
 def derivative(name: str, z: Val, relu_at_zero: float) -> Val:
+    hardware = hardware_activation(name, z.fraction())
+    if hardware is not None:
+        return exact_val(hardware[1])
     if name == "relu":
         half_units = 2 if z.raw > 0 else (int(relu_at_zero * 2) if z.raw == 0 else 0)
         return Val(half_units, 1)
@@ -101,6 +176,11 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
          for l, layer in enumerate(weights)]
     B = [[b if isinstance(b, Val) else quantize(b, dp.cast_for("bias", l)) for b in layer] for l, layer in enumerate(biases)]
     batch = len(xs)
+    # working copies (docs/datapath.md, "Working copies"): forward and backward use these
+    Wf = [[[cast(w, optional(dp, "weight_fwd", l)) if optional(dp, "weight_fwd", l) else w for w in row]
+           for row in layer] for l, layer in enumerate(W)]
+    Bf = [[cast(b, optional(dp, "bias_fwd", l)) if optional(dp, "bias_fwd", l) else b for b in layer]
+          for l, layer in enumerate(B)]
     acts = [[[quantize(v, dp["input"]) for v in row] for row in xs]]
     pres = []
     for l in range(len(W)):
@@ -108,8 +188,9 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
         for a in acts[-1]:
             pre_row, act_row = [], []
             for j in range(len(W[l])):
-                product = total([W[l][j][i] * a[i] for i in range(len(a))])
-                pre = cast(cast(product, dp.cast_for("acc", l)) + B[l][j], dp.cast_for("pre", l))
+                acc = mac([a[i] * Wf[l][j][i] for i in range(len(a))], optional(dp, "product", l),
+                          dp.cast_for("acc", l))
+                pre = cast(acc + Bf[l][j], dp.cast_for("pre", l))
                 pre_row.append(pre)
                 act_row.append(cast(activation(activations[l], pre), dp.cast_for("act", l)))
             pre_l.append(pre_row)
@@ -138,12 +219,15 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
     for l in reversed(range(len(W))):
         local = [[cast(errors[b][j] * derivative(activations[l], pres[l][b][j], dp.relu_grad_at_zero), dp.cast_for("bias_grad", l))
                   for j in range(len(W[l]))] for b in range(batch)]
-        bias_grad = [cast(total([local[b][j] for b in range(batch)]), dp.cast_for("bias_grad", l)) for j in range(len(W[l]))]
-        weight_grad = [[cast(total([local[b][j] * acts[l][b][i] for b in range(batch)]), dp.cast_for("weight_grad", l))
+        bias_grad = [accumulate([local[b][j] for b in range(batch)], dp.cast_for("bias_grad", l))
+                     for j in range(len(W[l]))]
+        weight_grad = [[mac([local[b][j] * acts[l][b][i] for b in range(batch)], optional(dp, "grad_product", l),
+                            dp.cast_for("weight_grad", l))
                         for i in range(len(W[l][0]))] for j in range(len(W[l]))]
         prop = None
         if l > 0:
-            prop = [[cast(total([local[b][j] * W[l][j][i] for j in range(len(W[l]))]), dp.cast_for("prop_err", l))
+            prop = [[mac([local[b][j] * Wf[l][j][i] for j in range(len(W[l]))], optional(dp, "prop_product", l),
+                         dp.cast_for("prop_err", l))
                      for i in range(len(W[l][0]))] for b in range(batch)]
         grads[l] = {"error": errors, "local": local, "bias_grad": bias_grad, "weight_grad": weight_grad, "prop": prop}
         errors = prop

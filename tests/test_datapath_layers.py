@@ -33,9 +33,11 @@ GOOD = Datapath.uniform(16, 8).to_toml()
 
 
 def test_layer_roles_are_every_role_but_the_data():
-    """LAYER_ROLES: all roles except input and target, in datapath order."""
-    assert LAYER_ROLES == tuple(r for r in ROLES if r not in ("input", "target"))
-    assert len(LAYER_ROLES) == len(ROLES) - 2
+    """LAYER_ROLES: all roles except input and target, in datapath order, then the optional roles."""
+    from fixprop.datapath import OPTIONAL_ROLES
+
+    assert LAYER_ROLES == tuple(r for r in ROLES if r not in ("input", "target")) + OPTIONAL_ROLES
+    assert len(LAYER_ROLES) == len(ROLES) - 2 + len(OPTIONAL_ROLES)
 
 
 def test_toml_round_trip_keeps_layer_overrides(tmp_path):

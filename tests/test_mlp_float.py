@@ -13,7 +13,7 @@ from fixprop.nn import MLP, FloatArithmetic
 from fixprop.nn.mlp import LayerParams
 from fixprop.verify.references import available, reference_gradients
 
-ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh"]
+ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
 LOSSES = ["sse", "half_sse", "mse"]
 RTOL = 1e-12
 
@@ -43,9 +43,11 @@ def dyadic_case(sizes, activation, output_activation, loss, batch, seed):
 
 
 def pin_to_kinks(params, x, activation):
-    """Put pre-activations exactly on the activation's kinks (0, or +-1 for hard_tanh) for sample 0.
+    """Put pre-activations exactly on the activation's kinks (0; +-1 for hard_tanh; breakpoints of the
+    piecewise-linear ones) for sample 0.
     With dyadic data ``weight @ x`` is exact, so the bias that lands on the kink is exact too."""
-    targets = {"hard_tanh": [1.0, -1.0, 0.0]}.get(activation, [0.0])
+    targets = {"hard_tanh": [1.0, -1.0, 0.0], "hard_sigmoid": [2.0, -2.0, 0.0],
+               "pwl_sigmoid": [1.0, -2.375, -1.0, 5.0], "pwl_tanh": [0.5, -1.1875, 2.5]}.get(activation, [0.0])
     for j, target in enumerate(targets[: len(params[0].bias)]):
         exact = sum(Fraction(w) * Fraction(v) for w, v in zip(params[0].weight[j], x[0]))
         params[0].bias[j] = float(Fraction(target) - exact)
@@ -132,7 +134,7 @@ def test_dyadic_cases_are_exact_in_every_library(backend, activation):
     for seed, (sizes, batch, _) in enumerate(REFERENCE_CASES):
         net, params, x, _ = dyadic_case(sizes, activation, activation, "sse", batch, seed)
         exact = exact_pre_activations(net, params, x)
-        on_kink = {"hard_tanh": 1.0}.get(activation, 0.0)
+        on_kink = {"hard_tanh": 1.0, "hard_sigmoid": 2.0, "pwl_sigmoid": 1.0, "pwl_tanh": 0.5}.get(activation, 0.0)
         assert exact[0][0][0] == on_kink  # the pin worked
         a = x
         for i, p in enumerate(params):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
-from fixprop.datapath import LAYER_ROLES, ROLES
+from fixprop.datapath import LAYER_ROLES, OPTIONAL_ROLES, ROLES
 from fixprop.fixed.format import matmul_format, union_format
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.hardware import LfsrSource
@@ -27,7 +27,9 @@ from fixprop.nn.program import PROGRAM_MAX_BITS, PROGRAM_MAX_SHIFT, NotCompilabl
 pytest.importorskip("numba")
 from fixprop.nn.kernels import NumbaStep, numba_step, run_program  # noqa: E402
 
-ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh"]
+ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
+#: Per-layer roles of datapaths the compiled engines run (the optional fidelity roles run step by step).
+ONE_CAST_LAYER_ROLES = [role for role in LAYER_ROLES if role not in OPTIONAL_ROLES]
 LOSSES = ["sse", "half_sse", "mse"]
 STATE_ROLES = ("input", "target", "weight", "bias", "momentum")
 
@@ -78,7 +80,7 @@ def datapaths(draw, n_layers: int, max_word: int = 24):
     roles = {role: draw(role_casts(role, max_word)) for role in ROLES}
     layers = {}
     for layer in range(n_layers):
-        chosen = draw(st.lists(st.sampled_from(LAYER_ROLES), max_size=3, unique=True))
+        chosen = draw(st.lists(st.sampled_from(ONE_CAST_LAYER_ROLES), max_size=3, unique=True))
         if chosen:
             layers[layer] = {role: draw(role_casts(role, max_word)) for role in chosen}
     use_momentum = draw(st.booleans())

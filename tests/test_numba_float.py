@@ -18,7 +18,7 @@ from fixprop.nn import MLP, FloatArithmetic, LayerParams, Model
 
 pytest.importorskip("numba")
 
-ACTIVATIONS = ["relu", "leaky_relu:2", "hard_tanh", "linear"]
+ACTIVATIONS = ["relu", "leaky_relu:2", "hard_tanh", "linear", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
 LOSSES = ["sse", "half_sse", "mse"]
 MOMENTUM = replace(Datapath.uniform(16, 8), lr_shift=None, lr=FixedConstant(0.125, QFormat(8, 8, False)),
                    momentum=FixedConstant(0.5, QFormat(8, 8, False)))

@@ -34,3 +34,6 @@ fixprop sweep --templates seed,$out/verify_w24.toml,$out/verify_w24_per_role.tom
 fixprop sweep --templates seed,$out/verify_w20.toml,$out/verify_w20_per_role.toml --words 20 --fracs 12 \
     --seeds 0-7 --out $out/verify_w20 --quiet
 fixprop sweep --templates uniform --words 16,20,24 --fracs 8-20 --seeds 0-7 --out $out/verify_uniform --quiet
+
+# 5. hardware fidelity: product casts, saturating accumulators, master weights, PWL sigmoid
+python docs/results/fidelity.py

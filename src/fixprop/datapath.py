@@ -21,6 +21,20 @@ weight_grad     weight gradient, sum over the batch of e a_prev^T
 update          learning rate x gradient (or x velocity), subtracted from the state
 momentum        velocity v = mu v + gradient (only when momentum is used)
 =============== ==================================================================
+
+Optional roles (``OPTIONAL_ROLES``; absent: exact products, no working copy):
+
+=============== ==================================================================
+product         each forward product a_i * w_ji, cast before it is summed into acc
+prop_product    each product e_j * w_ji of the propagated error, before prop_err's sum
+grad_product    each product e_j * a_i of the weight gradient, before weight_grad's sum
+weight_fwd      the working copy of the weights that forward and backward use
+bias_fwd        the working copy of the biases that the forward pass uses
+=============== ==================================================================
+
+A role whose value is a sum (``SUM_ROLES``) says how it is accumulated (``RoleCast.accumulate``):
+"exact" (one cast of the exact sum), "sequential" (a register cast at every addition) or "tree"
+(a balanced adder tree cast at every node). docs/datapath.md gives the equations.
 """
 
 from __future__ import annotations
@@ -48,13 +62,24 @@ ROLES: tuple[str, ...] = (
     "out_err", "prop_err", "bias_grad", "weight_grad", "update", "momentum",
 )
 
+#: Roles a datapath may leave out: product casts (absent: exact products) and working copies
+#: of the parameters (absent: forward and backward use the state itself).
+OPTIONAL_ROLES: tuple[str, ...] = ("product", "prop_product", "grad_product", "weight_fwd", "bias_fwd")
+#: The product role whose casts feed each sum role's accumulation.
+PRODUCT_ROLE_OF: dict[str, str] = {"acc": "product", "prop_err": "prop_product", "weight_grad": "grad_product"}
+#: Roles whose value is a sum, and so take an ``accumulate`` mode (bias_grad: its batch sum).
+SUM_ROLES: tuple[str, ...] = ("acc", "prop_err", "weight_grad", "bias_grad")
+#: How a sum role adds its terms: one cast of the exact sum, a register cast after every
+#: addition in index order, or a balanced binary adder tree cast at every node.
+ACCUMULATE_MODES: tuple[str, ...] = ("exact", "sequential", "tree")
+
 #: Values allowed for the ReLU derivative at exactly 0.
 RELU_GRAD_AT_ZERO_CHOICES = (0.0, 0.5, 1.0)
 
 FULL = "full"
 
 #: Roles whose cast may differ per layer (every role but the data roles input and target).
-LAYER_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("input", "target"))
+LAYER_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("input", "target")) + OPTIONAL_ROLES
 
 
 @dataclass(frozen=True)
@@ -67,6 +92,10 @@ class RoleCast:
         frac: fractional bits, or ``None`` ("full"): keep the incoming fraction (no rounding).
         signed: two's complement when True.
         rounding, overflow: the cast's modes (overflow is unused when ``word`` is full).
+        accumulate: for a role whose value is a sum (``SUM_ROLES``): "exact" (the exact sum,
+            cast once), "sequential" (a register of this cast's format, cast after every
+            addition, terms in index order) or "tree" (a balanced binary adder tree, every node
+            cast). Other roles keep "exact".
     """
 
     word: int | None
@@ -74,10 +103,13 @@ class RoleCast:
     signed: bool = True
     rounding: Rounding = DEFAULT_ROUNDING
     overflow: Overflow = DEFAULT_OVERFLOW
+    accumulate: str = "exact"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rounding", Rounding.parse(self.rounding))
         object.__setattr__(self, "overflow", Overflow.parse(self.overflow))
+        if self.accumulate not in ACCUMULATE_MODES:
+            raise ConfigError(f"accumulate must be one of {', '.join(ACCUMULATE_MODES)}; got {self.accumulate!r}")
         if self.word is not None and self.frac is not None:
             QFormat(self.word, self.frac, self.signed)  # validates
         elif self.word is not None and (isinstance(self.word, bool) or not isinstance(self.word, int) or self.word < 1):
@@ -125,7 +157,8 @@ class RoleCast:
         frac = FULL if self.frac is None else str(self.frac)
         prefix = "s" if self.signed else "u"
         text = f"{prefix}{word}.{frac}" if self.word is not None else f"{word}.{frac}"
-        return f"{text} {self.rounding.name}" + ("" if self.word is None else f" {self.overflow.name}")
+        return (f"{text} {self.rounding.name}" + ("" if self.word is None else f" {self.overflow.name}")
+                + ("" if self.accumulate == "exact" else f" {self.accumulate}"))
 
     def to_toml_table(self) -> dict[str, Any]:
         table: dict[str, Any] = {}
@@ -139,6 +172,8 @@ class RoleCast:
         table["rounding"] = self.rounding.name
         if self.word is not None:  # a full-width cast never overflows
             table["overflow"] = self.overflow.name
+        if self.accumulate != "exact":
+            table["accumulate"] = self.accumulate
         return table
 
 
@@ -200,7 +235,7 @@ class Datapath:
 
     Args:
         roles: a :class:`RoleCast` for every name in :data:`ROLES` (``momentum`` may be absent
-            when no momentum is used).
+            when no momentum is used), and for any of :data:`OPTIONAL_ROLES` the datapath uses.
         relu_grad_at_zero: ReLU's derivative at exactly 0: 0, 0.5 (autograd's and the seed's) or 1.
         lr_shift: learning rate ``2**-lr_shift`` applied as an exact right shift; or
         lr: a learning-rate constant in its own format (exactly one of the two).
@@ -220,9 +255,10 @@ class Datapath:
 
     def __post_init__(self) -> None:
         missing = [r for r in ROLES if r not in self.roles and not (r == "momentum" and self.momentum is None)]
-        unknown = [r for r in self.roles if r not in ROLES]
+        unknown = [r for r in self.roles if r not in ROLES and r not in OPTIONAL_ROLES]
         if unknown:
-            raise ConfigError(f"unknown datapath role(s) {unknown}; roles are: {', '.join(ROLES)}")
+            raise ConfigError(f"unknown datapath role(s) {unknown}; roles are: {', '.join(ROLES)}; "
+                              f"optional roles: {', '.join(OPTIONAL_ROLES)}")
         if missing:
             required = ", ".join(r for r in ROLES if r != "momentum")
             raise ConfigError(f"datapath has no cast for role(s) {missing}; every one of {required} needs one "
@@ -246,6 +282,11 @@ class Datapath:
             open_ended = [r for r in ("weight", "bias", "momentum") if r in overrides and overrides[r].fmt is None]
             if open_ended:
                 raise ConfigError(f"layer {layer}: role(s) {open_ended} hold state and need a fixed word and frac")
+        for role, layer, cast in self.all_casts():
+            if cast.accumulate != "exact" and role not in SUM_ROLES:
+                where = f"layer {layer}: " if layer is not None else ""
+                raise ConfigError(f"{where}role {role} is not a sum: accumulate = {cast.accumulate!r} applies only "
+                                  f"to {', '.join(SUM_ROLES)}")
 
     def _check_learning_settings(self) -> None:
         """The one rule for learning settings (TOML, API and CLI all come here): exactly one of
@@ -278,7 +319,24 @@ class Datapath:
         try:
             return self.roles[role]
         except KeyError:
+            if role in OPTIONAL_ROLES:
+                raise ConfigError(f"this datapath has no {role} role (an optional role: "
+                                  "optional_cast() gives None for it)") from None
             raise ConfigError(f"unknown datapath role {role!r}; roles are: {', '.join(ROLES)}") from None
+
+    def optional_cast(self, role: str, layer: int | None) -> RoleCast | None:
+        """The cast of an optional role (``OPTIONAL_ROLES``) at ``layer``: the layer's override,
+        else the role's cast, else None (the datapath does not use it there)."""
+        override = self.layers.get(layer) if layer is not None else None
+        if override is not None and role in override:
+            return override[role]
+        return self.roles.get(role)
+
+    @property
+    def uses_fidelity(self) -> bool:
+        """True when any cast models hardware beyond one cast per stage: a product cast, a
+        working copy of the parameters, or a sum accumulated as a register or a tree."""
+        return any(role in OPTIONAL_ROLES or cast.accumulate != "exact" for role, _, cast in self.all_casts())
 
     def cast_for(self, role: str, layer: int | None) -> RoleCast:
         """The cast of ``role`` at ``layer``: the layer's override, else the role's cast."""
@@ -361,12 +419,12 @@ class Datapath:
             if const is not None:
                 lines += ["", f"[{key}]", f"value = {const.value!r}", f'format = "{const.fmt}"',
                           f'rounding = "{const.rounding.name}"']
-        for role in ROLES:
+        for role in ROLES + OPTIONAL_ROLES:
             if role in self.roles:
                 lines += ["", f"[roles.{role}]"]
                 lines += [f"{key} = {_toml_value(value)}" for key, value in self.roles[role].to_toml_table().items()]
         for layer in sorted(self.layers):
-            for role in ROLES:
+            for role in ROLES + OPTIONAL_ROLES:
                 if role in self.layers[layer]:
                     lines += ["", f"[layers.{layer}.{role}]"]
                     lines += [f"{key} = {_toml_value(value)}"
@@ -449,10 +507,11 @@ class Datapath:
     def describe(self) -> str:
         """A table of role -> cast, one per line."""
         lines = [f"datapath {self.name}".rstrip()]
-        lines += [f"  {role:<12} {self.roles[role].describe()}" for role in ROLES if role in self.roles]
+        lines += [f"  {role:<12} {self.roles[role].describe()}" for role in ROLES + OPTIONAL_ROLES
+                  if role in self.roles]
         for layer in sorted(self.layers):
             lines += [f"  {role:<12} {self.layers[layer][role].describe()}  (layer {layer})"
-                      for role in ROLES if role in self.layers[layer]]
+                      for role in ROLES + OPTIONAL_ROLES if role in self.layers[layer]]
         lr = f"2**-{self.lr_shift}" if self.lr_shift is not None else f"{self.lr.quantized!r} ({self.lr.fmt})"
         lines.append(f"  relu'(0) = {self.relu_grad_at_zero}, learning rate {lr}"
                      + (f", momentum {self.momentum.quantized!r} ({self.momentum.fmt})" if self.momentum else ""))
@@ -490,13 +549,17 @@ def _no_unknown(table: dict, allowed: set[str], source: str, where: str) -> None
 def _role_from_table(table: Any, source: str) -> RoleCast:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: must be a table with format/rounding/overflow")
-    _no_unknown(table, {"format", "word", "frac", "signed", "rounding", "overflow"}, source, "the role")
+    _no_unknown(table, {"format", "word", "frac", "signed", "rounding", "overflow", "accumulate"}, source, "the role")
     rounding = Rounding.parse(table.get("rounding", DEFAULT_ROUNDING))
     overflow = Overflow.parse(table.get("overflow", DEFAULT_OVERFLOW))
+    accumulate = table.get("accumulate", "exact")
+    if accumulate not in ACCUMULATE_MODES:
+        raise ConfigError(f"{source}: accumulate must be one of {', '.join(repr(m) for m in ACCUMULATE_MODES)}; "
+                          f"got {accumulate!r}")
     if "format" in table:
         if {"word", "frac", "signed"} & set(table):
             raise ConfigError(f"{source}: give either format = \"s16.8\" or word/frac/signed, not both")
-        return RoleCast.of(QFormat.parse(table["format"]), rounding, overflow)
+        return replace(RoleCast.of(QFormat.parse(table["format"]), rounding, overflow), accumulate=accumulate)
     if "word" not in table or "frac" not in table:
         raise ConfigError(f"{source}: needs format = \"s16.8\" (or word and frac; either may be \"full\")")
 
@@ -514,7 +577,7 @@ def _role_from_table(table: Any, source: str) -> RoleCast:
     word = size("word")
     if word is None and "signed" in table:
         raise ConfigError(f"{source}: signed applies to a fixed word; a full-width cast keeps the input's sign")
-    return RoleCast(word, size("frac"), signed, rounding, overflow)
+    return RoleCast(word, size("frac"), signed, rounding, overflow, accumulate)
 
 
 def _constant_from_table(table: Any, source: str) -> FixedConstant:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from fixprop.datapath import LAYER_ROLES, ROLES, Datapath, RoleCast
+from fixprop.datapath import LAYER_ROLES, OPTIONAL_ROLES, ROLES, Datapath, RoleCast
 from fixprop.errors import ConfigError
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed import quantize as q
@@ -126,7 +126,7 @@ class RangeCollector:
     def table(self) -> list[RoleStats]:
         """The statistics in datapath role order, then by layer (data first)."""
         return sorted(self.stats.values(),
-                      key=lambda s: (ROLES.index(s.role), -1 if s.layer is None else s.layer))
+                      key=lambda s: ((ROLES + OPTIONAL_ROLES).index(s.role), -1 if s.layer is None else s.layer))
 
     def by_role(self) -> dict[str, RoleStats]:
         """Statistics of each role merged over its layers."""
@@ -296,9 +296,10 @@ def propose_datapath(
     every mode and setting stays ``base``'s.
     """
     words = dict(words or {})
-    unknown = sorted(set(words) - set(ROLES))
+    unknown = sorted(set(words) - set(ROLES) - set(OPTIONAL_ROLES))
     if unknown:
-        raise ConfigError(f"unknown role(s) {unknown} in the per-role word lengths; roles are: {', '.join(ROLES)}")
+        raise ConfigError(f"unknown role(s) {unknown} in the per-role word lengths; roles are: {', '.join(ROLES)}; "
+                          f"optional roles: {', '.join(OPTIONAL_ROLES)}")
     for role, w in {"word": word, **words}.items():
         if isinstance(w, bool) or not isinstance(w, int) or w < 2:
             raise ConfigError(f"word length for {role} must be an integer >= 2; got {w!r}")

@@ -43,9 +43,26 @@ from fixprop.hardware.lfsr import LfsrSource
 from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.mlp import MLP, LayerParams
 
-#: The roles exported per step and layer, in the order the hardware computes them.
+#: The roles exported per step and layer, in the order the hardware computes them (a datapath
+#: with working copies or register accumulators changes the list a little: :func:`layer_stages`).
 STAGES = ("input", "weight", "bias", "product", "acc", "pre", "act", "error", "local",
           "weight_grad", "bias_grad", "weight_updated", "bias_updated")
+
+
+def layer_stages(datapath: Datapath, layer: int) -> tuple[str, ...]:
+    """The stages a bundle holds for ``layer`` under ``datapath``: :data:`STAGES`, with the
+    working copies ``weight_fwd`` / ``bias_fwd`` after ``bias`` when the datapath has them at
+    that layer, and without ``product`` when the layer's acc is a register or adder tree
+    (``accumulate`` sequential or tree: no exact sum exists; ``acc`` holds the result)."""
+    stages = []
+    for stage in STAGES:
+        if stage == "product" and datapath.cast_for("acc", layer).accumulate != "exact":
+            continue
+        stages.append(stage)
+        if stage == "bias":
+            stages += [f"{role}_fwd" for role in ("weight", "bias")
+                       if datapath.optional_cast(f"{role}_fwd", layer) is not None]
+    return tuple(stages)
 MANIFEST = "manifest.json"
 NPZ = "tensors.npz"
 FORMAT_VERSION = 1
@@ -163,12 +180,13 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
         grads = net.backward(ar, state, trace, ys)
         new_state, velocity = net.sgd_step(ar, state, grads, velocity)
         for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
-            values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "product": layer.product,
+            values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "weight_fwd": layer.weight,
+                      "bias_fwd": layer.bias, "product": layer.product,
                       "acc": layer.pre_full, "pre": layer.pre, "act": layer.act, "error": g.error,
                       "local": g.local_error,
                       "weight_grad": g.weight_grad, "bias_grad": g.bias_grad,
                       "weight_updated": q.weight, "bias_updated": q.bias}
-            tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in STAGES]
+            tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in layer_stages(datapath, i)]
         state = new_state
     return tensors
 
@@ -281,7 +299,7 @@ def _load(path: Path) -> Bundle:
     if _read_text(path, datapath_file, "the datapath file") != toml:
         raise BundleError(f"{path / datapath_file} differs from the manifest's datapath")
     entries = _field(manifest, "tensors", list, where)
-    _check_complete(manifest, where)
+    _check_complete(manifest, datapath, where)
     if not (path / NPZ).is_file():
         raise BundleError(f"{path} has no {NPZ}")
     try:
@@ -378,7 +396,7 @@ def _load_tensor(path: Path, entry: Any, index: int, npz: Any) -> tuple[str, Fix
     return name, FixedArray(raw, fmt)
 
 
-def _check_complete(manifest: dict, where: str) -> None:
+def _check_complete(manifest: dict, datapath: Datapath, where: str) -> None:
     """Every stage of every step and layer the network section promises is listed."""
     network = manifest.get("network") or {}
     if not isinstance(network, dict):
@@ -390,7 +408,7 @@ def _check_complete(manifest: dict, where: str) -> None:
     names = {_field(entry, "name", str, f"{where}: tensor #{index}")
              for index, entry in enumerate(manifest["tensors"])}
     missing = [f"step{t}/layer{i}/{stage}" for t in range(steps)
-               for i in range(len(layer_sizes) - 1) for stage in STAGES
+               for i in range(len(layer_sizes) - 1) for stage in layer_stages(datapath, i)
                if f"step{t}/layer{i}/{stage}" not in names]
     if missing:
         raise BundleError(f"{where}: the manifest lists no tensor {missing[0]} ({len(missing)} missing in all)")

@@ -9,6 +9,7 @@ cast into the ``bias_grad`` role.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -117,7 +118,107 @@ class HardTanh(Activation):
         return xp.where(inside, z, xp.where(z >= 1, z * 0.0 + 1.0, z * 0.0 - 1.0))
 
 
-ACTIVATION_NAMES = ("relu", "leaky_relu", "leaky_relu:<k>", "linear", "hard_tanh")
+@dataclass(frozen=True)
+class Segment:
+    """One piece of a piecewise-linear activation: where ``z > start`` (``z >= start`` when
+    ``closed``; the first piece has no start), ``f(z) = z * 2**-shift + offset``, or the constant
+    ``offset`` when ``shift`` is None. ``start`` and ``offset`` are dyadic (exact in fixed point)."""
+
+    start: Fraction | None
+    closed: bool
+    shift: int | None
+    offset: Fraction
+
+
+def _piece(start, closed, shift, offset) -> Segment:
+    return Segment(None if start is None else Fraction(start), closed, shift, Fraction(offset))
+
+
+@dataclass(frozen=True)
+class PiecewiseLinear(Activation):
+    """A piecewise-linear activation with power-of-two slopes, as hardware builds it: shifts,
+    adds of dyadic constants and comparators, all exact. The pieces are listed from the lowest
+    ``z`` up; a higher piece replaces a lower one where its condition holds. The derivative is
+    the slope of the piece ``z`` falls in (at a breakpoint, the piece that owns it), the
+    derivative autodiff gives of the same function."""
+
+    pieces: tuple[Segment, ...] = ()
+
+    def _condition(self, ar, z, piece: Segment):
+        # z > p / 2**q as the integer comparison z * 2**q > p: exact in every arithmetic
+        scaled = ar.pow2(z, _frac_bits(piece.start)) if piece.start.denominator > 1 else z
+        bound = int(piece.start * piece.start.denominator)
+        return scaled >= bound if piece.closed else scaled > bound
+
+    @staticmethod
+    def _constant(ar, value: Fraction, shape):
+        """The dyadic ``value`` as an array of ``shape`` in the arithmetic."""
+        frac = _frac_bits(value)
+        magnitude = ar.dyadic(np.full(shape, float(abs(value))), frac)
+        return magnitude if value >= 0 else ar.dyadic(np.zeros(shape), 0) - magnitude
+
+    def _line(self, ar, z, piece: Segment):
+        shape = np.shape(z)
+        if piece.shift is None:
+            return self._constant(ar, piece.offset, shape)
+        slope = ar.pow2(z, -piece.shift) if piece.shift else z
+        if piece.offset == 0:
+            return slope
+        frac = _frac_bits(piece.offset)
+        magnitude = ar.dyadic(np.full(shape, float(abs(piece.offset))), frac)
+        return slope + magnitude if piece.offset > 0 else slope - magnitude
+
+    def forward(self, ar, z):
+        value = self._line(ar, z, self.pieces[0])
+        for piece in self.pieces[1:]:
+            value = ar.where(self._condition(ar, z, piece), self._line(ar, z, piece), value)
+        return value
+
+    def derivative(self, ar, z):
+        frac = max(piece.shift or 0 for piece in self.pieces)
+        slopes = 0.0 if self.pieces[0].shift is None else 2.0 ** -self.pieces[0].shift
+        for piece in self.pieces[1:]:
+            slopes = np.where(self._condition(ar, z, piece), 0.0 if piece.shift is None else 2.0 ** -piece.shift,
+                              slopes)
+        return ar.dyadic(slopes, frac)
+
+    def reference(self, xp, z, relu_grad_at_zero):
+        def line(piece: Segment):
+            if piece.shift is None:
+                return z * 0.0 + float(piece.offset)
+            return z * 2.0 ** -piece.shift + float(piece.offset)
+
+        value = line(self.pieces[0])
+        for piece in self.pieces[1:]:
+            start = float(piece.start)
+            value = xp.where(z >= start if piece.closed else z > start, line(piece), value)
+        return value
+
+
+def _frac_bits(value: Fraction) -> int:
+    """The fraction bits of a dyadic number (its denominator is 2**bits)."""
+    bits = value.denominator.bit_length() - 1
+    if value.denominator != 1 << bits:
+        raise ConfigError(f"{value} is not dyadic (k / 2**n): hardware constants must be")
+    return bits
+
+
+#: hard_sigmoid: clip(z / 4 + 1/2, 0, 1), slope 2**-2 on (-2, 2).
+HARD_SIGMOID = (_piece(None, False, None, 0), _piece(-2, False, 2, "1/2"), _piece(2, True, None, 1))
+#: pwl_sigmoid: PLAN (Amin, Curtis and Hayes-Gill, 1997): for |z| < 1, z/4 + 1/2; for
+#: 1 <= |z| < 2.375, |z|/8 + 5/8; for 2.375 <= |z| < 5, |z|/32 + 27/32; 1 beyond; f(-z) = 1 - f(z).
+PWL_SIGMOID = (_piece(None, False, None, 0), _piece(-5, False, 5, "5/32"), _piece("-19/8", False, 3, "3/8"),
+               _piece(-1, False, 2, "1/2"), _piece(1, True, 3, "5/8"), _piece("19/8", True, 5, "27/32"),
+               _piece(5, True, None, 1))
+#: pwl_tanh: tanh(z) = 2 sigmoid(2z) - 1 with PLAN: z for |z| < 1/2, |z|/2 + 1/4 to 19/16,
+#: |z|/8 + 11/16 to 5/2, 1 beyond; odd.
+PWL_TANH = (_piece(None, False, None, -1), _piece("-5/2", False, 3, "-11/16"), _piece("-19/16", False, 1, "-1/4"),
+            _piece("-1/2", False, 0, 0), _piece("1/2", True, 1, "1/4"), _piece("19/16", True, 3, "11/16"),
+            _piece("5/2", True, None, 1))
+
+
+ACTIVATION_NAMES = ("relu", "leaky_relu", "leaky_relu:<k>", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid",
+                    "pwl_tanh")
 
 
 def get_activation(spec: "str | Activation") -> Activation:
@@ -133,6 +234,12 @@ def get_activation(spec: "str | Activation") -> Activation:
         return Linear()
     if name in ("hard_tanh", "hardtanh"):
         return HardTanh()
+    if name in ("hard_sigmoid", "hardsigmoid"):
+        return PiecewiseLinear("hard_sigmoid", HARD_SIGMOID)
+    if name == "pwl_sigmoid":
+        return PiecewiseLinear("pwl_sigmoid", PWL_SIGMOID)
+    if name == "pwl_tanh":
+        return PiecewiseLinear("pwl_tanh", PWL_TANH)
     if name.startswith("leaky_relu"):
         _, _, k = name.partition(":")
         if not k:

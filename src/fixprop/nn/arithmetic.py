@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fixprop.datapath import Datapath, FixedConstant, RoleCast
+from fixprop.datapath import PRODUCT_ROLE_OF, Datapath, FixedConstant, RoleCast
 from fixprop.errors import ConfigError, NonFiniteError, RawTypeError, ShapeError
 from fixprop.fixed.array import FixedArray, maximum, minimum, where
 from fixprop.fixed.format import QFormat, bits_for
@@ -49,7 +49,33 @@ def real_array(x: Any, role: str) -> np.ndarray:
     return arr
 
 
-class FloatArithmetic:
+#: Why a compiled step refuses a datapath with hardware-fidelity features (NotCompilable): the
+#: Model then runs it on the exact step-by-step path.
+FIDELITY_IS_STEPWISE = ("product casts, register or tree accumulators and working copies of the parameters "
+                        "run on the exact step-by-step path (FixedArithmetic), not on a compiled engine")
+
+
+class OneCastPerSum:
+    """Sums and parameters as a datapath without hardware-fidelity features computes them: a
+    matmul or batch sum is exact and cast once; forward and backward use the state itself. The
+    float arithmetic (casts are the identity) and the compiled steps' tracers (which refuse
+    datapaths with such features) use these; ``FixedArithmetic`` models the features."""
+
+    def matmul_cast(self, x: Any, y: Any, role: str, layer: int | None = None) -> tuple[Any, Any]:
+        """(the exact product ``x @ y``, its cast into ``role``)."""
+        exact = x @ y
+        return exact, self.cast(exact, role, layer)
+
+    def sum_cast(self, x: Any, role: str, layer: int | None = None) -> Any:
+        """``x`` summed over axis 0 (the batch), cast into ``role``."""
+        return self.cast(x.sum(axis=0), role, layer)
+
+    def working_copy(self, value: Any, role: str, layer: int | None = None) -> Any:
+        """The copy of a parameter (role weight or bias) that forward and backward compute with."""
+        return value
+
+
+class FloatArithmetic(OneCastPerSum):
     """float64 numpy arithmetic; casts are the identity (the float reference of a datapath)."""
 
     name = "float"
@@ -150,6 +176,62 @@ class FixedArithmetic:
             self.observer(role, layer, x, result, spec)
         return result
 
+    # -- sums as hardware accumulates them (docs/datapath.md, "Products and accumulators") ----
+    def matmul_cast(self, x: FixedArray, y: FixedArray, role: str, layer: int | None = None) -> tuple[Any, FixedArray]:
+        """``x @ y`` ((M, K) @ (K, N)) cast into the sum role ``role``: each product
+        ``x[m, k] * y[k, n]`` is exact, or cast into the role's product role when the datapath
+        has one (``PRODUCT_ROLE_OF``); the K terms of each sum are added as ``role``'s
+        ``accumulate`` mode says. Returns (the exact sum of the terms, or None when a register or
+        tree accumulates them; the result in ``role``)."""
+        product_role = PRODUCT_ROLE_OF[role]
+        product_cast = self.datapath.optional_cast(product_role, layer)
+        accumulate = self.datapath.cast_for(role, layer).accumulate
+        if product_cast is None and accumulate == "exact":
+            exact = x @ y
+            return exact, self.cast(exact, role, layer)
+        terms = [x[:, k:k + 1] * y[k:k + 1, :] for k in range(x.shape[1])]  # exact products, (M, N) each
+        if product_cast is not None:
+            terms = [self.cast(t, product_role, layer) for t in terms]
+        return self._accumulate(terms, role, layer, accumulate)
+
+    def sum_cast(self, x: FixedArray, role: str, layer: int | None = None) -> FixedArray:
+        """``x`` summed over axis 0 (the batch) into the sum role ``role``, as its ``accumulate``
+        mode says (samples in order)."""
+        accumulate = self.datapath.cast_for(role, layer).accumulate
+        if accumulate == "exact":
+            return self.cast(x.sum(axis=0), role, layer)
+        return self._accumulate([x[b] for b in range(x.shape[0])], role, layer, accumulate)[1]
+
+    def _accumulate(self, terms: list[FixedArray], role: str, layer: int | None,
+                    accumulate: str) -> tuple[FixedArray | None, FixedArray]:
+        """The terms t_0..t_{K-1} (one array each, summed elementwise) into ``role``:
+        exact: cast(t_0 + ... + t_{K-1}); sequential: r = cast(t_0), then r = cast(r + t_k) for
+        k = 1..K-1 (a register that starts at 0); tree: levels of cast(t_2i + t_2i+1), an odd
+        last term passed up as it is, the root cast when it is a single term (K = 1)."""
+        if accumulate == "exact":
+            exact = _exact_sum(terms)
+            return exact, self.cast(exact, role, layer)
+        if accumulate == "sequential":
+            register = self.cast(terms[0], role, layer)
+            for term in terms[1:]:
+                register = self.cast(register + term, role, layer)
+            return None, register
+        if len(terms) == 1:
+            return None, self.cast(terms[0], role, layer)
+        level = terms
+        while len(level) > 1:
+            pairs = [self.cast(level[i] + level[i + 1], role, layer) for i in range(0, len(level) - 1, 2)]
+            level = pairs + ([level[-1]] if len(level) % 2 else [])
+        return None, level[0]
+
+    def working_copy(self, value: FixedArray, role: str, layer: int | None = None) -> FixedArray:
+        """The copy of a parameter (role weight or bias) that forward and backward use: cast into
+        weight_fwd / bias_fwd when the datapath has that role at ``layer``, else the state itself."""
+        working_role = f"{role}_fwd"
+        if self.datapath.optional_cast(working_role, layer) is None:
+            return value
+        return self.cast(value, working_role, layer)
+
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
         """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""
         raw = np.ldexp(np.asarray(values, dtype=np.float64), frac).astype(np.int64)
@@ -185,6 +267,14 @@ class FixedArithmetic:
     @staticmethod
     def to_float(x: FixedArray) -> np.ndarray:
         return x.to_float()
+
+
+def _exact_sum(terms: list[FixedArray]) -> FixedArray:
+    """The exact elementwise sum of the terms, added pairwise (the format grows by
+    ceil(log2 K) bits, as a K-term adder tree's)."""
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
 
 
 @lru_cache(maxsize=64)

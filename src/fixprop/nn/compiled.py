@@ -39,6 +39,7 @@ from fixprop.fixed.format import (
     union_format,
 )
 from fixprop.fixed.modes import Overflow, Rounding
+from fixprop.nn.arithmetic import FIDELITY_IS_STEPWISE, OneCastPerSum
 from fixprop.nn.mlp import MLP, LayerGrads, LayerParams
 
 #: Formats up to this many bits are held as exact integers in float64.
@@ -281,10 +282,12 @@ def _stored(raw: np.ndarray, kind: str) -> np.ndarray:
     return raw.astype(np.float64) if kind == "f" else np.asarray(raw, dtype=np.int64)
 
 
-class _TracingArithmetic:
+class _TracingArithmetic(OneCastPerSum):
     """The arithmetic interface of ``nn/arithmetic.py``, writing code instead of computing."""
 
     def __init__(self, code: _Code, datapath: Datapath | None, float_settings: Any = None) -> None:
+        if datapath is not None and datapath.uses_fidelity:
+            raise NotCompilable(FIDELITY_IS_STEPWISE)
         self.code, self.datapath = code, datapath
         if datapath is not None:
             self.relu_grad_at_zero = datapath.relu_grad_at_zero

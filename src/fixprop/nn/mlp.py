@@ -34,9 +34,12 @@ class LayerParams:
 class LayerTrace:
     """What the forward pass of one layer computed (what backprop and test vectors need).
 
-    input: the incoming activation (batch, in); product: exact ``input @ weight.T``;
-    acc: product cast into ``acc``; pre_full: exact ``acc + bias``; pre: cast into ``pre``;
-    act: ``f(pre)`` cast into ``act``.
+    input: the incoming activation (batch, in); product: the exact sum cast into ``acc``
+    (``input @ weight.T``, of the cast products when the datapath casts them; None when a
+    register or adder tree accumulates it: no exact sum exists); acc: the sum in ``acc``;
+    pre_full: exact ``acc + bias``; pre: cast into ``pre``; act: ``f(pre)`` cast into ``act``;
+    weight, bias: the working copies the layer computed with (the state itself unless the
+    datapath has weight_fwd / bias_fwd).
     """
 
     input: Any
@@ -45,6 +48,8 @@ class LayerTrace:
     pre_full: Any
     pre: Any
     act: Any
+    weight: Any = None
+    bias: Any = None
 
 
 @dataclass
@@ -150,12 +155,13 @@ class MLP:
         a = ar.data(self._batch(x, self.layer_sizes[0], "x"), "input")
         layers = []
         for i, p in enumerate(params):
-            product = a @ p.weight.T                      # exact
-            acc = ar.cast(product, "acc", layer=i)
-            pre_full = acc + p.bias                       # exact (bias aligned)
+            weight = ar.working_copy(p.weight, "weight", layer=i)
+            bias = ar.working_copy(p.bias, "bias", layer=i)
+            product, acc = ar.matmul_cast(a, weight.T, "acc", layer=i)  # exact, or as the datapath's MACs
+            pre_full = acc + bias                         # exact (bias aligned)
             pre = ar.cast(pre_full, "pre", layer=i)
             act = ar.cast(self.activation_of(i).forward(ar, pre), "act", layer=i)
-            layers.append(LayerTrace(a, product, acc, pre_full, pre, act))
+            layers.append(LayerTrace(a, product, acc, pre_full, pre, act, weight, bias))
             a = act
         return ForwardTrace(layers)
 
@@ -168,10 +174,11 @@ class MLP:
         grads: list[LayerGrads] = []
         for i in reversed(range(self.n_layers)):
             layer = trace.layers[i]
+            weight = params[i].weight if layer.weight is None else layer.weight  # the forward pass's copy
             local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre), "bias_grad", layer=i)
-            bias_grad = ar.cast(local.sum(axis=0), "bias_grad", layer=i)
-            weight_grad = ar.cast(local.T @ layer.input, "weight_grad", layer=i)
-            prop = ar.cast(local @ params[i].weight, "prop_err", layer=i) if i > 0 else None
+            bias_grad = ar.sum_cast(local, "bias_grad", layer=i)
+            weight_grad = ar.matmul_cast(local.T, layer.input, "weight_grad", layer=i)[1]
+            prop = ar.matmul_cast(local, weight, "prop_err", layer=i)[1] if i > 0 else None
             grads.append(LayerGrads(error, local, weight_grad, bias_grad, prop))
             error = prop
         return grads[::-1]

@@ -28,6 +28,7 @@ from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray
 from fixprop.fixed.format import QFormat, add_format, matmul_format, mul_format, sub_format, sum_format, union_format
 from fixprop.fixed.modes import Overflow, Rounding
+from fixprop.nn.arithmetic import FIDELITY_IS_STEPWISE, OneCastPerSum
 from fixprop.nn.mlp import MLP, LayerGrads, LayerParams
 
 #: Widest format a program holds (int64 with room for the sign and a rounding decision).
@@ -299,10 +300,12 @@ def _as_psym(program: Program, value: Any) -> PSym:
     return PSym(program, buf, fmt, shape)
 
 
-class _ProgramArithmetic:
+class _ProgramArithmetic(OneCastPerSum):
     """The arithmetic interface of ``nn/arithmetic.py``, recording operations instead of computing."""
 
     def __init__(self, program: Program, datapath: Datapath) -> None:
+        if datapath.uses_fidelity:
+            raise NotCompilable(FIDELITY_IS_STEPWISE)
         self.program, self.datapath = program, datapath
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
 
@@ -447,7 +450,7 @@ def _as_pfloat(program: Program, value: Any) -> PFloat:
     return PFloat(program, _numbers_buffer(program, value), np.shape(value))
 
 
-class _FloatProgramArithmetic:
+class _FloatProgramArithmetic(OneCastPerSum):
     """FloatArithmetic's interface (``nn/arithmetic.py``), recording float64 operations."""
 
     def __init__(self, program: Program, settings: Any) -> None:

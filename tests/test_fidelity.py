@@ -1,0 +1,328 @@
+"""Hardware-fidelity datapaths (docs/datapath.md, "Products and accumulators", "Working
+copies"): product casts, sequential and tree accumulators, master and working weights. The
+network equals the independent Python-int network (int_mlp_oracle, written from the docs) on
+Hypothesis-generated datapaths, on the step-by-step path and through a Model (whose compiled
+engines refuse these datapaths and fall back); sequential saturation is checked against sums
+worked by hand; malformed TOML names the file, table and key."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fixprop import Datapath, QFormat, RoleCast
+from fixprop.datapath import OPTIONAL_ROLES, ROLES, SUM_ROLES
+from fixprop.errors import ConfigError, NotCompilable
+from fixprop.fixed.modes import Overflow, Rounding
+from fixprop.nn import MLP, FixedArithmetic, LayerParams
+from int_mlp_oracle import Val, train_step
+
+DETERMINISTIC = [r for r in Rounding if r is not Rounding.STOCH]
+ACTIVATIONS = ["relu", "leaky_relu:2", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
+
+
+def exact(x) -> list:
+    scale = Fraction(2) ** x.fmt.frac
+    return np.vectorize(lambda r: Fraction(int(r)) / scale, otypes=[object])(x.raw).tolist()
+
+
+def vals(rows) -> list:
+    if isinstance(rows, list):
+        return [vals(r) for r in rows]
+    return rows.fraction()
+
+
+@st.composite
+def narrow_casts(draw, role: str):
+    """A narrow cast (words 3..10) so that sums overflow mid-way; every deterministic rounding
+    and overflow mode; sum roles take an accumulate mode."""
+    word = draw(st.integers(3, 10))
+    frac = draw(st.integers(0, word))
+    signed = True if role in ("input", "target", "weight", "bias") else draw(st.sampled_from([True, True, False]))
+    accumulate = draw(st.sampled_from(["exact", "sequential", "tree"])) if role in SUM_ROLES else "exact"
+    return RoleCast(word, frac, signed, draw(st.sampled_from(DETERMINISTIC)),
+                    draw(st.sampled_from(list(Overflow))), accumulate)
+
+
+@st.composite
+def fidelity_datapaths(draw, n_layers: int):
+    roles = {role: draw(narrow_casts(role)) for role in ROLES if role != "momentum"}
+    for role in OPTIONAL_ROLES:
+        if draw(st.booleans()):
+            roles[role] = draw(narrow_casts(role))
+    layers = {}
+    for layer in range(n_layers):  # sometimes a per-layer product cast or accumulate mode
+        chosen = draw(st.lists(st.sampled_from(["product", "grad_product", "acc", "weight_fwd"]), max_size=2,
+                               unique=True))
+        if chosen:
+            layers[layer] = {role: draw(narrow_casts(role)) for role in chosen}
+    lr_shift = draw(st.integers(0, 3))
+    return Datapath(roles, relu_grad_at_zero=draw(st.sampled_from([0.0, 0.5, 1.0])), lr_shift=lr_shift,
+                    layers=layers)
+
+
+def assert_equals_oracle(net, dp, activations, loss, params, x, y, steps: int = 2):
+    """``steps`` SGD steps of the network on the step-by-step path and through a Model (its
+    compiled engines refuse the datapath: the same path) against the oracle's, stage by stage
+    for the first step and by the parameters after each step."""
+    ar = FixedArithmetic(dp)
+    state = net.params_in(ar, params)
+    model = net.fixed_model(dp, params)
+    weights = [p.weight.tolist() for p in params]
+    biases = [p.bias.tolist() for p in params]
+    for step in range(steps):
+        trace = net.forward(ar, state, x)
+        grads = net.backward(ar, state, trace, y)
+        state, _ = net.sgd_step(ar, state, grads)
+        model.train_step(x, y)
+        want = train_step(dp, activations, loss, weights, biases, x.tolist(), y.tolist())
+        if step == 0:
+            for l, layer in enumerate(trace.layers):
+                assert exact(layer.pre) == vals(want["pres"][l]), f"pre-activation of layer {l}"
+                assert exact(layer.act) == vals(want["acts"][l + 1]), f"activation of layer {l}"
+            for l, g in enumerate(grads):
+                e = want["grads"][l]
+                assert exact(g.local_error) == vals(e["local"]), f"local error of layer {l}"
+                assert exact(g.bias_grad) == vals(e["bias_grad"]), f"bias gradient of layer {l}"
+                assert exact(g.weight_grad) == vals(e["weight_grad"]), f"weight gradient of layer {l}"
+                if l > 0:
+                    assert exact(g.prop_err) == vals(e["prop"]), f"propagated error of layer {l}"
+        for l, (p, q) in enumerate(zip(state, model.params)):
+            assert exact(p.weight) == vals(want["weights"][l]), f"step {step}: updated weight of layer {l}"
+            assert exact(p.bias) == vals(want["biases"][l]), f"step {step}: updated bias of layer {l}"
+            assert p.weight.fmt == dp.cast_for("weight", l).fmt  # the master copy stays in its role
+            assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+        weights, biases = want["weights"], want["biases"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), sizes=st.lists(st.integers(1, 4), min_size=2, max_size=3), batch=st.sampled_from([1, 3]),
+       activation=st.sampled_from(ACTIVATIONS), output_activation=st.sampled_from(ACTIVATIONS),
+       loss=st.sampled_from(["sse", "half_sse", "mse"]), seed=st.integers(0, 1000))
+def test_fidelity_network_equals_the_int_oracle(data, sizes, batch, activation, output_activation, loss, seed):
+    net = MLP(sizes, activation, output_activation, loss, init="uniform_neg", seed=seed)
+    dp = data.draw(fidelity_datapaths(net.n_layers))
+    rng = np.random.default_rng(seed)
+    params = net.init_params()
+    x = rng.uniform(-3, 3, (batch, sizes[0]))
+    y = rng.uniform(-2, 2, (batch, sizes[-1]))
+    activations = [activation] * (net.n_layers - 1) + [output_activation]
+    assert_equals_oracle(net, dp, activations, loss, params, x, y)
+
+
+# -- hand-worked sums: the order changes the result --------------------------------------------
+def _one_sum_network(accumulate: str, overflow: str = "SAT") -> tuple[MLP, Datapath]:
+    """[3] -> [1], linear: acc is one 3-term dot product. Every role s8.0; acc s4.0 (range
+    [-8, 7]) with the given accumulate and overflow modes."""
+    dp = Datapath.uniform(8, 0, "TRN", "SAT", lr_shift=0)
+    dp = dp.with_role("acc", RoleCast(4, 0, True, "TRN", overflow, accumulate))
+    return MLP([3, 1], activation="linear"), dp
+
+
+@pytest.mark.parametrize("x, accumulate, overflow, want", [
+    # products 6, 6, -6 (x = 3, 3, -3 times weights 2): exact sum 6
+    ([3, 3, -3], "exact", "SAT", 6),        # sat(6) = 6
+    ([3, 3, -3], "sequential", "SAT", 1),   # r = 6; sat(12) = 7; 7 - 6 = 1
+    ([3, 3, -3], "tree", "SAT", 1),         # sat(6 + 6) = 7; the odd -6 goes up: sat(7 - 6) = 1
+    ([3, 3, -3], "sequential", "WRAP", 6),  # 6; wrap(12) = -4; -4 - 6 = -10 -> wrap 6: WRAP is order-free
+    ([3, 3, -3], "sequential", "SAT_ZERO", -6),  # 6; 12 out of range -> 0; 0 - 6 = -6
+    # the same products in another order: -6, 6, 6
+    ([-3, 3, 3], "sequential", "SAT", 6),   # -6; 0; 6
+    ([-3, 3, 3], "tree", "SAT", 6),         # sat(-6 + 6) = 0; 0 + 6 = 6
+    ([-3, -3, -3], "sequential", "SAT_SYM", -7),  # -6; sat_sym(-12) = -7; sat_sym(-13) = -7
+])
+def test_a_saturating_register_by_hand(x, accumulate, overflow, want):
+    net, dp = _one_sum_network(accumulate, overflow)
+    model = net.fixed_model(dp, [LayerParams(np.array([[2.0, 2.0, 2.0]]), np.array([0.0]))])
+    acc = model.forward(np.array([x], dtype=float)).layers[0].acc
+    assert acc.raw.tolist() == [[want]] and acc.fmt == QFormat(4, 0)
+
+
+def test_product_casts_truncate_each_product_before_the_sum():
+    """Products 0.75 * 0.75 = 0.5625 each, three of them; a product role u4.2 TRN keeps 0.5 of
+    each: acc = 1.5 (exact products: 1.6875 -> acc s8.4 TRN = 1.6875)."""
+    dp = Datapath.uniform(8, 4, "TRN", "SAT", lr_shift=0)
+    net = MLP([3, 1], activation="linear")
+    params = [LayerParams(np.array([[0.75, 0.75, 0.75]]), np.array([0.0]))]
+    x = np.array([[0.75, 0.75, 0.75]])
+    assert net.fixed_model(dp, params).forward(x).layers[0].acc.to_float().tolist() == [[1.6875]]
+    cut = replace(dp, roles={**dp.roles, "product": RoleCast.of("u4.2", "TRN", "SAT")})
+    assert net.fixed_model(cut, params).forward(x).layers[0].acc.to_float().tolist() == [[1.5]]
+
+
+def test_working_weights_feed_forward_and_backward_while_the_master_is_updated():
+    """Master weights s16.12, working copy s8.2 TRN: the forward pass sees 0.75 for a master
+    0.8125; the update is applied to the master at its own precision."""
+    dp = Datapath.uniform(16, 12, "TRN", "SAT", lr_shift=4)
+    dp = replace(dp, roles={**dp.roles, "weight_fwd": RoleCast.of("s8.2", "TRN", "SAT")})
+    net = MLP([1, 1], activation="linear", loss="half_sse")
+    model = net.fixed_model(dp, [LayerParams(np.array([[0.8125]]), np.array([0.0]))])
+    trace = model.forward(np.array([[1.0]]))
+    assert trace.layers[0].weight.to_float().tolist() == [[0.75]]
+    assert trace.layers[0].acc.to_float().tolist() == [[0.75]]
+    model.train_step(np.array([[1.0]]), np.array([[0.0]]))
+    # error 0.75 (from the working copy), gradient 0.75, update 0.75 / 16 = 0.046875
+    assert model.params[0].weight.to_float().tolist() == [[0.8125 - 0.046875]]
+    assert model.params[0].weight.fmt == QFormat(16, 12)
+
+
+def test_compiled_engines_refuse_fidelity_datapaths_and_the_model_falls_back():
+    from fixprop.nn.compiled import compile_step
+    from fixprop.nn.program import trace_program
+
+    net = MLP([3, 4, 2], seed=1)
+    dp = Datapath.uniform(16, 8)
+    for fidelity in (dp.with_role("acc", replace(dp["acc"], accumulate="tree")),
+                     replace(dp, roles={**dp.roles, "grad_product": RoleCast.of("s12.6")}),
+                     replace(dp, layers={1: {"weight_fwd": RoleCast.of("s8.4")}})):
+        with pytest.raises(NotCompilable, match="step-by-step"):
+            trace_program(net, fidelity, 2, update=True)
+        with pytest.raises(NotCompilable, match="step-by-step"):
+            compile_step(net, fidelity, 2, update=True)
+    x, y = np.ones((2, 3)), np.zeros((2, 2))
+    for backend in ("numpy", "numba", "auto"):
+        model = net.fixed_model(fidelity, backend=backend)
+        model.train_step(x, y)
+        assert model._compiled(2, update=True) is None
+
+
+# -- the TOML schema ----------------------------------------------------------------------------
+def test_fidelity_datapaths_round_trip_through_toml():
+    dp = Datapath.uniform(12, 6)
+    dp = replace(dp, roles={**dp.roles, "acc": replace(dp["acc"], accumulate="sequential"),
+                            "product": RoleCast.of("s10.5", "TRN", "WRAP"), "bias_fwd": RoleCast.of("s6.3")},
+                 layers={0: {"weight_fwd": RoleCast.of("u8.8"),
+                             "weight_grad": RoleCast(14, 7, True, "RND", "SAT", "tree")}})
+    back = Datapath.from_toml(dp.to_toml())
+    assert back == dp and back.uses_fidelity
+    assert "accumulate = \"sequential\"" in dp.to_toml() and "[layers.0.weight_fwd]" in dp.to_toml()
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[roles.acc]\nformat = "s16.8"\naccumulate = "serial"',
+     r"x\.toml \[roles\.acc\]: accumulate must be one of 'exact', 'sequential', 'tree'; got 'serial'"),
+    ('[roles.pre]\nformat = "s16.8"\naccumulate = "tree"',
+     r"x\.toml: role pre is not a sum: accumulate = 'tree' applies only to acc, prop_err, weight_grad, bias_grad"),
+    ('[roles.products]\nformat = "s16.8"',
+     r"x\.toml: unknown datapath role\(s\) \['products'\].*optional roles: product, prop_product"),
+    ('[roles.product]\nformat = "s16.8"\nacumulate = "tree"',
+     r"x\.toml \[roles\.product\]: unknown key\(s\) \['acumulate'\] in the role; allowed: accumulate, format"),
+    ('[layers.0.act]\nformat = "s16.8"\naccumulate = "sequential"',
+     r"x\.toml: layer 0: role act is not a sum"),
+])
+def test_malformed_fidelity_toml_names_the_file_table_and_key(table, message):
+    base = Datapath.uniform(16, 8).to_toml()
+    with pytest.raises(ConfigError, match=message):
+        Datapath.from_toml(_replace_table(base, table), source="x.toml")
+
+
+def _replace_table(toml: str, table: str) -> str:
+    """``toml`` with the table named on ``table``'s first line replaced (or appended)."""
+    header = table.splitlines()[0]
+    blocks = toml.split("\n\n")
+    kept = [b for b in blocks if not b.startswith(header + "\n")]
+    return "\n\n".join(kept) + "\n\n" + table + "\n"
+
+
+def test_a_lone_optional_role_error_names_it():
+    with pytest.raises(ConfigError, match="no product role"):
+        Datapath.uniform(8, 4)["product"]
+    with pytest.raises(ConfigError, match="accumulate must be one of"):
+        RoleCast(8, 4, accumulate="pairwise")
+
+
+def test_float_reference_ignores_casts_of_products_and_accumulators():
+    """The float network computes the same equations with every cast the identity: the
+    fidelity roles change nothing there (verify still compares against autograd)."""
+    dp = Datapath.uniform(16, 8)
+    fancy = replace(dp, roles={**dp.roles, "product": RoleCast.of("s4.1"), "weight_fwd": RoleCast.of("s4.1"),
+                               "acc": replace(dp["acc"], accumulate="sequential")})
+    net = MLP([3, 4, 2], seed=2)
+    x, y = np.random.default_rng(0).uniform(-1, 1, (5, 3)), np.random.default_rng(1).uniform(-1, 1, (5, 2))
+    plain, other = net.float_model(dp), net.float_model(fancy)
+    assert plain.train_step(x, y) == other.train_step(x, y)
+    for p, q in zip(plain.params, other.params):
+        assert np.array_equal(p.weight, q.weight)
+
+
+
+def test_an_export_bundle_holds_the_working_copies_and_no_product_for_a_register(tmp_path):
+    """Layer 0's acc is a sequential register (no exact sum: no product stage), layer 1 keeps
+    an exact acc of cast products; both layers compute with s6.3 working weights. The bundle's
+    integers equal the oracle's, and loading checks the stage list."""
+    from fixprop.hardware import export, load
+    from fixprop.hardware.bundle import layer_stages
+
+    dp = Datapath.uniform(10, 5, "RND_CONV", "SAT", lr_shift=2)
+    dp = replace(dp, roles={**dp.roles, "weight_fwd": RoleCast.of("s6.3", "TRN", "SAT"),
+                            "product": RoleCast.of("s8.4", "TRN", "SAT")},
+                 layers={0: {"acc": RoleCast(7, 4, True, "TRN", "SAT", "sequential")}})
+    net = MLP([3, 4, 2], init="uniform_neg", seed=5)
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-2, 2, (4, 3)), rng.uniform(-1, 1, (4, 2))
+    bundle = load(export(net, dp, x, y, steps=2, out=tmp_path / "b", check_backend="numba"))
+    assert "product" not in layer_stages(dp, 0) and "product" in layer_stages(dp, 1)
+    assert "step0/layer0/product" not in bundle.tensors and "step0/layer1/product" in bundle.tensors
+    params = net.init_params()
+    weights, biases = [p.weight.tolist() for p in params], [p.bias.tolist() for p in params]
+    for t in range(2):
+        want = train_step(dp, ["relu", "relu"], "sse", weights, biases, x[2 * t:2 * t + 2].tolist(),
+                          y[2 * t:2 * t + 2].tolist())
+        for l in range(2):
+            working = bundle.tensors[f"step{t}/layer{l}/weight_fwd"]
+            master = bundle.tensors[f"step{t}/layer{l}/weight"]
+            assert working.fmt == QFormat(6, 3) and master.fmt == QFormat(10, 5)
+            assert exact(working) == vals(_cast_rows(weights[l], dp))
+            assert exact(bundle.tensors[f"step{t}/layer{l}/act"]) == vals(want["acts"][l + 1])
+            assert exact(bundle.tensors[f"step{t}/layer{l}/weight_updated"]) == vals(want["weights"][l])
+        weights, biases = want["weights"], want["biases"]
+
+
+def _cast_rows(rows, dp):
+    """The oracle's working copy of one layer's weights (floats or Vals) under ``dp``."""
+    from int_mlp_oracle import cast, quantize
+
+    spec = dp.roles["weight_fwd"]
+    return [[cast(w if isinstance(w, Val) else quantize(w, dp["weight"]), spec) for w in row] for row in rows]
+
+
+def test_ranges_observe_product_casts_and_every_register_addition():
+    """A counts-and-ranges observer sees each product cast (B * n_out * n_in values per layer)
+    and each addition of a sequential register (n_in casts of B * n_out values); a proposal
+    gives the product role a format from its observed range."""
+    from fixprop.explore.ranges import RangeCollector, propose_datapath
+
+    dp = Datapath.uniform(16, 8)
+    dp = replace(dp, roles={**dp.roles, "product": RoleCast.of("s16.8", "TRN", "SAT"),
+                            "acc": replace(dp["acc"], accumulate="sequential")})
+    net = MLP([3, 4, 2], init="uniform_neg", seed=1)
+    collector = RangeCollector()
+    ar = FixedArithmetic(dp, observer=collector)
+    params = net.params_in(ar, net.init_params())
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 3))
+    net.forward(ar, params, x)
+    counts = {(s.role, s.layer): s.count for s in collector.table()}
+    assert counts[("product", 0)] == 5 * 4 * 3 and counts[("product", 1)] == 5 * 2 * 4
+    assert counts[("acc", 0)] == 5 * 4 * 3 and counts[("acc", 1)] == 5 * 2 * 4
+    proposed = propose_datapath(collector, dp, 12, per_layer=False)
+    stats = collector.by_role()["product"]
+    largest = max(abs(stats.min), abs(stats.max))
+    fmt = proposed["product"].fmt
+    assert fmt.word == 12 and fmt.max >= largest and fmt.max / 4 < max(largest, 2 ** -fmt.frac)
+
+
+def test_sweep_templates_carry_fidelity_casts_to_every_word():
+    from fixprop.explore.sweep import rescaled
+
+    dp = Datapath.uniform(16, 8)
+    dp = replace(dp, roles={**dp.roles, "grad_product": RoleCast.of("s14.10", "TRN", "SAT"),
+                            "weight_grad": replace(dp["weight_grad"], accumulate="tree")},
+                 layers={1: {"weight_fwd": RoleCast.of("s8.6")}})
+    small = rescaled(dp, 10)
+    assert small["grad_product"].fmt == QFormat(10, 6) and small["weight_grad"].accumulate == "tree"
+    assert small.layers[1]["weight_fwd"].fmt == QFormat(10, 8) and small.uses_fidelity
