@@ -118,8 +118,24 @@ def plan_sigmoid(z: Fraction) -> tuple[Fraction, Fraction]:
     return (y, d) if z >= 0 else (1 - y, d)
 
 
+def lookup_table(path: str, z: Fraction) -> tuple[Fraction, Fraction]:
+    """docs/datapath.md, "Lookup tables": entry k = floor((z - z_min) / step), clamped to the
+    table; (values[k], derivatives[k]). The TOML file is read here, with tomllib."""
+    import math
+    import tomllib
+
+    with open(path, "rb") as file:
+        doc = tomllib.load(file)
+    n = 2 ** doc["index_bits"]
+    k = math.floor((z - Fraction(doc["z_min"])) / Fraction(doc["step"]))
+    k = min(max(k, 0), n - 1)
+    return Fraction(doc["values"][k]), Fraction(doc["derivatives"][k])
+
+
 def hardware_activation(name: str, z: Fraction) -> tuple[Fraction, Fraction] | None:
     """(f(z), f'(z)) of the hardware activations from their definitions in docs/datapath.md."""
+    if name.startswith("lut:"):
+        return lookup_table(name[4:], z)
     if name == "hard_sigmoid":
         inside = -2 < z < 2
         return min(max(z / 4 + Fraction(1, 2), Fraction(0)), Fraction(1)), Fraction(1, 4) if inside else Fraction(0)

@@ -7,8 +7,10 @@ worked by hand; malformed TOML names the file, table and key."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +22,23 @@ from fixprop.datapath import OPTIONAL_ROLES, ROLES, SUM_ROLES
 from fixprop.errors import ConfigError, NotCompilable
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn import MLP, FixedArithmetic, LayerParams
+from fixprop.nn.activations import lut_toml
 from int_mlp_oracle import Val, train_step
 
 DETERMINISTIC = [r for r in Rounding if r is not Rounding.STOCH]
-ACTIVATIONS = ["relu", "leaky_relu:2", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
+
+
+def _sigmoid_table(entries: int = 16, z_min: float = -4.0, step: float = 0.5) -> str:
+    """A sigmoid lookup table (values and derivatives rounded to 2**-8) as TOML text."""
+    centres = z_min + step * (np.arange(entries) + 0.5)
+    values = np.round(256 / (1 + np.exp(-centres))) / 256
+    return lut_toml(z_min, step, values, np.round(256 * values * (1 - values)) / 256, "sigmoid")
+
+
+LUT_FILE = Path(tempfile.mkdtemp(prefix="fixprop-lut-")) / "sigmoid.toml"
+LUT_FILE.write_text(_sigmoid_table())
+ACTIVATIONS = ["relu", "leaky_relu:2", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh",
+               f"lut:{LUT_FILE}"]
 
 
 def exact(x) -> list:
@@ -326,3 +341,58 @@ def test_sweep_templates_carry_fidelity_casts_to_every_word():
     small = rescaled(dp, 10)
     assert small["grad_product"].fmt == QFormat(10, 6) and small["weight_grad"].accumulate == "tree"
     assert small.layers[1]["weight_fwd"].fmt == QFormat(10, 8) and small.uses_fidelity
+
+
+
+# -- lookup-table activations -------------------------------------------------------------------
+def test_a_lookup_table_float_network_equals_autodiff_at_its_breakpoints():
+    """The float network with a lut activation equals autograd (and JAX, PyTorch when installed)
+    to 1e-12, on dyadic data with pre-activations placed exactly on table breakpoints (the
+    derivative there is the upper entry's, on both sides)."""
+    from fixprop.nn import FloatArithmetic, LayerParams
+    from fixprop.verify.references import available, reference_gradients
+
+    net = MLP([2, 3, 2], f"lut:{LUT_FILE}", "linear", "sse")
+    params = [LayerParams(np.array([[0.5, -0.25], [1.0, 0.75], [-0.5, 0.5]]), np.array([0.0, -0.25, 1.5])),
+              LayerParams(np.array([[0.25, -1.0, 0.5], [0.75, 0.5, -0.25]]), np.array([0.125, -0.5]))]
+    x, y = np.array([[1.0, 2.0], [-3.0, 0.5]]), np.array([[0.25, -0.5], [1.0, 0.0]])
+    pre = x @ params[0].weight.T + params[0].bias
+    assert {0.0, -0.5, 3.5} & set(pre.ravel().tolist())  # breakpoints of the table (z_min + k/2)
+    ar = FloatArithmetic()
+    grads = net.backward(ar, params, net.forward(ar, params, x), y)
+    for backend in ("autograd", "jax", "torch"):
+        if not available(backend):
+            continue
+        for g, (w, b) in zip(grads, reference_gradients(backend, net, params, x, y)):
+            np.testing.assert_allclose(g.weight_grad, w, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(g.bias_grad, b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("step = 0.75", "step must be a power of two"),
+    ("z_min = -3.75", "z_min must be a multiple of step"),
+    ("index_bits = 3", r"values must be a list of 2\*\*index_bits = 8 numbers; got 16"),
+    ("index_bits = 13", r"index_bits must be an integer in 1..12"),
+    ("colour = 1", r"unknown key\(s\) \['colour'\]"),
+    ("values = 0", "values must be a list"),
+])
+def test_malformed_lookup_tables_name_the_file_and_key(tmp_path, change, message):
+    key = change.split(" = ")[0]
+    text = "\n".join(line for line in _sigmoid_table().splitlines() if not line.startswith(key + " ")) + "\n" + change
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message) as error:
+        MLP([2, 2], f"lut:{path}")
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def test_lookup_table_numbers_must_be_exact_and_in_range(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(lut_toml(-1, 1, [0.1, 0.5], [0.25, 0.25]))
+    with pytest.raises(ConfigError, match=r"values\[0\] = 0.1 needs more than 32 fraction bits"):
+        MLP([1, 1], f"lut:{path}")
+    path.write_text(lut_toml(-1, 1, [0.5, 1.5], [0.25, 0.25]))
+    with pytest.raises(ConfigError, match=r"values\[1\] = 1.5 must be in \[-1, 1\]"):
+        MLP([1, 1], f"lut:{path}")
+    with pytest.raises(ConfigError, match="cannot read lookup table"):
+        MLP([1, 1], f"lut:{tmp_path / 'missing.toml'}")

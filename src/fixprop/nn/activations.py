@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -128,10 +129,35 @@ class Segment:
     closed: bool
     shift: int | None
     offset: Fraction
+    derivative: Fraction | None = None  # a table's derivative (a lut); None: the slope
 
 
-def _piece(start, closed, shift, offset) -> Segment:
-    return Segment(None if start is None else Fraction(start), closed, shift, Fraction(offset))
+def _piece(start, closed, shift, offset, derivative=None) -> Segment:
+    return Segment(None if start is None else Fraction(start), closed, shift, Fraction(offset),
+                   None if derivative is None else Fraction(derivative))
+
+
+def _slope(piece: Segment) -> Fraction:
+    """The derivative on a piece: the table's, else the slope 2**-shift (0 for a constant)."""
+    if piece.derivative is not None:
+        return piece.derivative
+    return Fraction(0) if piece.shift is None else Fraction(1, 2**piece.shift)
+
+
+def _stop_gradient(xp: Any, z: Any) -> Any:
+    """``z`` as a constant for the autodiff library ``xp`` (autograd.numpy, jax.numpy or torch)."""
+    name = getattr(xp, "__name__", "")
+    if name.startswith("torch"):
+        return z.detach()
+    if name.startswith("jax"):
+        import jax
+
+        return jax.lax.stop_gradient(z)
+    if name.startswith("autograd"):
+        from autograd.tracer import getval
+
+        return getval(z)
+    return z
 
 
 @dataclass(frozen=True)
@@ -175,18 +201,21 @@ class PiecewiseLinear(Activation):
         return value
 
     def derivative(self, ar, z):
-        frac = max(piece.shift or 0 for piece in self.pieces)
-        slopes = 0.0 if self.pieces[0].shift is None else 2.0 ** -self.pieces[0].shift
+        frac = max(_frac_bits(_slope(piece)) for piece in self.pieces)
+        slopes = float(_slope(self.pieces[0]))
         for piece in self.pieces[1:]:
-            slopes = np.where(self._condition(ar, z, piece), 0.0 if piece.shift is None else 2.0 ** -piece.shift,
-                              slopes)
+            slopes = np.where(self._condition(ar, z, piece), float(_slope(piece)), slopes)
         return ar.dyadic(slopes, frac)
 
     def reference(self, xp, z, relu_grad_at_zero):
         def line(piece: Segment):
             if piece.shift is None:
-                return z * 0.0 + float(piece.offset)
-            return z * 2.0 ** -piece.shift + float(piece.offset)
+                value = z * 0.0 + float(piece.offset)
+            else:
+                value = z * 2.0 ** -piece.shift + float(piece.offset)
+            if piece.derivative is not None:  # a table's derivative: autodiff sees d * (z - const z)
+                value = value + (z - _stop_gradient(xp, z)) * float(piece.derivative)
+            return value
 
         value = line(self.pieces[0])
         for piece in self.pieces[1:]:
@@ -217,8 +246,82 @@ PWL_TANH = (_piece(None, False, None, -1), _piece("-5/2", False, 3, "-11/16"), _
             _piece("5/2", True, None, 1))
 
 
+#: The keys of a lookup-table activation's TOML file (docs/datapath.md, "Lookup tables").
+LUT_KEYS = ("name", "z_min", "step", "index_bits", "values", "derivatives")
+#: At most this many index bits (a table of 2**12 entries).
+LUT_MAX_INDEX_BITS = 12
+
+
+def load_lut(path: str | Path) -> PiecewiseLinear:
+    """A lookup-table activation from a TOML file: ``2**index_bits`` entries, entry ``k`` for
+    ``z_min + k * step <= z < z_min + (k + 1) * step`` (``step`` a power of two, so ``k`` is the
+    top bits of ``z - z_min``), entry 0 below the table and the last entry above it (saturation);
+    ``values[k]`` (in [-1, 1]) is f(z) and ``derivatives[k]`` (in [0, 1]) is f'(z) there. Every
+    number must be dyadic with at most 32 fraction bits (exact in fixed point)."""
+    from fixprop.datapath import decode_toml_bytes, tomllib
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read lookup table {path}: {error.strerror}") from None
+    try:
+        doc = tomllib.loads(decode_toml_bytes(data, str(path)))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    unknown = sorted(set(doc) - set(LUT_KEYS))
+    missing = [key for key in LUT_KEYS if key not in doc and key != "name"]
+    if unknown or missing:
+        raise ConfigError(f"{path}: " + (f"unknown key(s) {unknown}; " if unknown else "")
+                          + (f"missing key(s) {missing}; " if missing else "") + f"keys are: {', '.join(LUT_KEYS)}")
+    bits = doc["index_bits"]
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= LUT_MAX_INDEX_BITS:
+        raise ConfigError(f"{path}: index_bits must be an integer in 1..{LUT_MAX_INDEX_BITS}; got {bits!r}")
+
+    def dyadic(value: Any, key: str, lo: float | None = None, hi: float | None = None) -> Fraction:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ConfigError(f"{path}: {key} must be a finite number; got {value!r}")
+        exact = Fraction(value)
+        if exact.denominator > 2**32:
+            raise ConfigError(f"{path}: {key} = {value!r} needs more than 32 fraction bits; "
+                              "round it to a multiple of 2**-32 (hardware constants are dyadic)")
+        if (lo is not None and exact < lo) or (hi is not None and exact > hi):
+            raise ConfigError(f"{path}: {key} = {value!r} must be in [{lo}, {hi}]")
+        return exact
+
+    z_min = dyadic(doc["z_min"], "z_min")
+    step = dyadic(doc["step"], "step")
+    if step <= 0 or (step.numerator & (step.numerator - 1)) or (step.denominator & (step.denominator - 1)):
+        raise ConfigError(f"{path}: step must be a power of two (2**n), so that the index is the top bits "
+                          f"of z - z_min; got {doc['step']!r}")
+    if z_min % step:
+        raise ConfigError(f"{path}: z_min must be a multiple of step; got z_min = {doc['z_min']!r}, step = {doc['step']!r}")
+    entries = 1 << bits
+    tables = {}
+    for key, lo, hi in (("values", -1, 1), ("derivatives", 0, 1)):
+        table = doc[key]
+        if not isinstance(table, list) or len(table) != entries:
+            raise ConfigError(f"{path}: {key} must be a list of 2**index_bits = {entries} numbers; "
+                              f"got {len(table) if isinstance(table, list) else type(table).__name__}")
+        tables[key] = [dyadic(v, f"{key}[{k}]", lo, hi) for k, v in enumerate(table)]
+    pieces = tuple(Segment(None if k == 0 else z_min + k * step, True, None, tables["values"][k],
+                           tables["derivatives"][k]) for k in range(entries))
+    return PiecewiseLinear(f"lut:{path}", pieces)
+
+
+def lut_toml(z_min: float, step: float, values: Sequence[float], derivatives: Sequence[float], name: str = "") -> str:
+    """The TOML text of a lookup-table activation (``load_lut`` reads it); ``len(values)`` must be
+    a power of two."""
+    bits = max(len(values).bit_length() - 1, 0)
+    lines = [f'name = "{name}"'] if name else []
+    lines += [f"z_min = {float(z_min)!r}", f"step = {float(step)!r}", f"index_bits = {bits}",
+              "values = [" + ", ".join(repr(float(v)) for v in values) + "]",
+              "derivatives = [" + ", ".join(repr(float(v)) for v in derivatives) + "]"]
+    return "\n".join(lines) + "\n"
+
+
 ACTIVATION_NAMES = ("relu", "leaky_relu", "leaky_relu:<k>", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid",
-                    "pwl_tanh")
+                    "pwl_tanh", "lut:<file.toml>")
 
 
 def get_activation(spec: "str | Activation") -> Activation:
@@ -240,6 +343,8 @@ def get_activation(spec: "str | Activation") -> Activation:
         return PiecewiseLinear("pwl_sigmoid", PWL_SIGMOID)
     if name == "pwl_tanh":
         return PiecewiseLinear("pwl_tanh", PWL_TANH)
+    if spec.strip().startswith("lut:"):
+        return load_lut(spec.strip()[4:])
     if name.startswith("leaky_relu"):
         _, _, k = name.partition(":")
         if not k:
