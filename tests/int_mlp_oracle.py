@@ -50,6 +50,8 @@ def total(vals: list[Val]) -> Val:
 
 def cast(v: Val, spec) -> Val:
     """The role cast: round to spec.frac (or keep), then overflow into spec.word (or keep all bits)."""
+    if isinstance(spec, Site):
+        spec.record.setdefault(spec.site, []).append(v.fraction())
     frac = v.frac if spec.frac is None else spec.frac
     rounded = round_fraction(Fraction(v.raw) * Fraction(2) ** (frac - v.frac), spec.rounding.name)
     if spec.word is None:
@@ -60,7 +62,37 @@ def cast(v: Val, spec) -> Val:
 def optional(dp, role: str, layer: int):
     """An optional role's cast at a layer (its override, else the role's), or None: read from the
     datapath's tables directly."""
+    if isinstance(dp, Recording):
+        spec = optional(dp.dp, role, layer)
+        return None if spec is None else Site(spec, (role, layer), dp.record)
     return dp.layers.get(layer, {}).get(role, dp.roles.get(role))
+
+
+class Site:
+    """A role's cast at one site (role, layer) that records the exact value of every cast into
+    ``record[site]`` (Fractions), for dynamic fixed point's counts."""
+
+    def __init__(self, spec, site, record) -> None:
+        self.spec, self.site, self.record = spec, site, record
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+
+class Recording:
+    """A datapath whose casts record their exact inputs per site (see :class:`Site`)."""
+
+    def __init__(self, dp, record) -> None:
+        self.dp, self.record = dp, record
+
+    def cast_for(self, role, layer):
+        return Site(self.dp.cast_for(role, layer), (role, layer), self.record)
+
+    def __getitem__(self, role):
+        return Site(self.dp[role], (role, None), self.record)
+
+    def __getattr__(self, name):
+        return getattr(self.dp, name)
 
 
 def accumulate(terms: list[Val], spec) -> Val:
@@ -92,6 +124,8 @@ def mac(products: list[Val], product_spec, sum_spec) -> Val:
 
 
 def quantize(x: float, spec) -> Val:
+    if isinstance(spec, Site):
+        spec.record.setdefault(spec.site, []).append(Fraction(x))
     rounded = round_fraction(Fraction(x) * Fraction(2) ** spec.frac, spec.rounding.name)
     return Val(overflow_int(rounded, spec.word, spec.signed, spec.overflow.name), spec.frac)
 
@@ -185,9 +219,12 @@ def derivative(name: str, z: Val, relu_at_zero: float) -> Val:
     raise ValueError(name)
 
 
-def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, velocity=None):
+def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, velocity=None, record=None):
     """One forward + backward + SGD step on a batch. weights[l][j][i], biases[l][j] are floats
-    (the initial values) or Vals; xs, ys lists of float rows. Returns a dict of every stage."""
+    (the initial values) or Vals; xs, ys lists of float rows. Returns a dict of every stage.
+    ``record`` (a dict): every cast's exact input is appended to ``record[(role, layer)]``."""
+    if record is not None:
+        dp = Recording(dp, record)
     W = [[[w if isinstance(w, Val) else quantize(w, dp.cast_for("weight", l)) for w in row] for row in layer]
          for l, layer in enumerate(weights)]
     B = [[b if isinstance(b, Val) else quantize(b, dp.cast_for("bias", l)) for b in layer] for l, layer in enumerate(biases)]

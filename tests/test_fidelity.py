@@ -396,3 +396,170 @@ def test_lookup_table_numbers_must_be_exact_and_in_range(tmp_path):
         MLP([1, 1], f"lut:{path}")
     with pytest.raises(ConfigError, match="cannot read lookup table"):
         MLP([1, 1], f"lut:{tmp_path / 'missing.toml'}")
+
+
+# -- dynamic fixed point --------------------------------------------------------------------------
+def _format_range(cast, frac: int) -> tuple[Fraction, Fraction]:
+    """[min, max] of the cast's word at ``frac`` fraction bits (docs/datapath.md)."""
+    lo, hi = (-(2 ** (cast.word - 1)), 2 ** (cast.word - 1) - 1) if cast.signed else (0, 2**cast.word - 1)
+    scale = Fraction(2) ** -frac
+    return lo * scale, hi * scale
+
+
+def _with_frac(dp: Datapath, role: str, layer, frac: int) -> Datapath:
+    """``dp`` with one site's frac changed (a data role in its table, others as a layer override)."""
+    if layer is None:
+        return replace(dp, roles={**dp.roles, role: replace(dp.roles[role], frac=frac)})
+    cast = dp.layers.get(layer, {}).get(role, dp.roles.get(role))
+    layers = {k: dict(v) for k, v in dp.layers.items()}
+    layers.setdefault(layer, {})[role] = replace(cast, frac=frac)
+    return replace(dp, layers=layers)
+
+
+def oracle_dynamic_run(dp, sites, activations, loss, weights, biases, batches):
+    """The docs' dynamic rule driven on the oracle: count each site's exact cast inputs per
+    interval (values, overflowing at frac, overflowing at frac + 1), move the fracs, cast the
+    moved state. Returns (weights, biases, the fracs after each check)."""
+    from int_mlp_oracle import cast as oracle_cast
+    from int_mlp_oracle import quantize
+
+    rule = dp.dynamic
+    # the initial parameters are quantized before training (not a training step's cast)
+    weights = [[[quantize(w, dp.cast_for("weight", l)) for w in row] for row in layer] for l, layer in enumerate(weights)]
+    biases = [[quantize(b, dp.cast_for("bias", l)) for b in layer] for l, layer in enumerate(biases)]
+    counts = {site: [0, 0, 0] for site in sites}
+    history = []
+    for step, (xs, ys) in enumerate(batches, start=1):
+        record: dict = {}
+        out = train_step(dp, activations, loss, weights, biases, xs.tolist(), ys.tolist(), record=record)
+        weights, biases = out["weights"], out["biases"]
+        for site in sites:
+            spec = dp.layers.get(site[1], {}).get(site[0], dp.roles.get(site[0])) if site[1] is not None \
+                else dp.roles[site[0]]
+            here, up = _format_range(spec, spec.frac), _format_range(spec, spec.frac + 1)
+            for v in record.get(site, []):
+                counts[site][0] += 1
+                counts[site][1] += not here[0] <= v <= here[1]
+                counts[site][2] += not up[0] <= v <= up[1]
+        if step % rule.interval:
+            continue
+        moved = {}
+        for site in sites:
+            spec = dp.layers.get(site[1], {}).get(site[0], dp.roles.get(site[0])) if site[1] is not None \
+                else dp.roles[site[0]]
+            n, over, over_up = counts[site]
+            frac = spec.frac
+            if n and over > rule.overflow_rate * n and frac > spec.dynamic[0]:
+                frac -= 1
+            elif n and over_up <= rule.overflow_rate * n and frac < spec.dynamic[1]:
+                frac += 1
+            if frac != spec.frac:
+                moved[site] = frac
+        for site, frac in moved.items():
+            dp = _with_frac(dp, site[0], site[1], frac)
+        for (role, layer) in moved:
+            if role == "weight":
+                weights[layer] = [[oracle_cast(w, dp.cast_for("weight", layer)) for w in row] for row in weights[layer]]
+            if role == "bias":
+                biases[layer] = [oracle_cast(b, dp.cast_for("bias", layer)) for b in biases[layer]]
+        counts = {site: [0, 0, 0] for site in sites}
+        history.append({(role if layer is None else f"{role}/{layer}"): (
+            dp.roles[role] if layer is None else dp.layers.get(layer, {}).get(role, dp.roles[role])).frac
+            for role, layer in sites})
+    return weights, biases, history
+
+
+@st.composite
+def dynamic_datapaths(draw, n_layers: int):
+    """Narrow datapaths (words 5..9) with 1-4 dynamic roles, a check every 1-3 steps and an
+    overflow rate of 0, 5% or 30%."""
+    from fixprop.datapath import DynamicRule
+
+    dp = draw(fidelity_datapaths(n_layers))
+    dp = replace(dp, roles={r: c for r, c in dp.roles.items() if r not in OPTIONAL_ROLES}, layers={})
+    chosen = draw(st.lists(st.sampled_from(["input", "weight", "bias", "acc", "act", "bias_grad", "weight_grad",
+                                            "prop_err", "update", "pre"]), min_size=1, max_size=4, unique=True))
+    roles = dict(dp.roles)
+    for role in chosen:
+        cast = roles[role]
+        word = draw(st.integers(5, 9))
+        frac = draw(st.integers(0, word))
+        roles[role] = replace(cast, word=word, frac=frac, dynamic=(frac - draw(st.integers(0, 3)),
+                                                                    frac + draw(st.integers(0, 3))))
+    rule = DynamicRule(draw(st.integers(1, 3)), draw(st.sampled_from([0.0, 0.05, 0.3])))
+    return replace(dp, roles=roles, dynamic=rule)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), sizes=st.lists(st.integers(1, 3), min_size=2, max_size=3), batch=st.sampled_from([1, 3]),
+       activation=st.sampled_from(ACTIVATIONS[:5]), seed=st.integers(0, 1000))
+def test_dynamic_fractions_equal_the_oracle_over_several_steps(data, sizes, batch, activation, seed):
+    net = MLP(sizes, activation, "linear", "sse", init="uniform_neg", seed=seed)
+    dp = data.draw(dynamic_datapaths(net.n_layers))
+    rng = np.random.default_rng(seed)
+    batches = [(rng.uniform(-3, 3, (batch, sizes[0])), rng.uniform(-2, 2, (batch, sizes[-1]))) for _ in range(6)]
+    model = net.fixed_model(dp)
+    for xs, ys in batches:
+        model.train_step(xs, ys)
+    params = net.init_params()
+    sites = dp.dynamic_sites(net.n_layers)
+    weights, biases, history = oracle_dynamic_run(dp, sites, [activation] * (net.n_layers - 1) + ["linear"], "sse",
+                                                  [p.weight.tolist() for p in params],
+                                                  [p.bias.tolist() for p in params], batches)
+    assert model.dynamic_fractions().history == history
+    for l, p in enumerate(model.params):
+        assert exact(p.weight) == vals(weights[l]), f"weights of layer {l}"
+        assert exact(p.bias) == vals(biases[l]), f"biases of layer {l}"
+
+
+@pytest.mark.parametrize("table, message", [
+    ('[roles.act]\nword = 12\nfrac = "dynamic"', r"x\.toml \[roles\.act\]: frac = \"dynamic\" needs initial_frac"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\nmin_frac = 9',
+     r"needs min_frac <= initial_frac <= max_frac; got 9, 8, 20"),
+    ('[roles.act]\nformat = "s12.8"\ninitial_frac = 8', r"initial_frac apply only with frac = \"dynamic\""),
+    ('[roles.act]\nformat = "s12.8"\n\n[dynamic]\ninterval = 10', r"a \[dynamic\] rule is given but no role"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\ninterval = 0',
+     r"x\.toml \[dynamic\]: dynamic interval must be an integer >= 1"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\nrate = 0.1',
+     r"unknown key\(s\) \['rate'\] in the dynamic rule; allowed: interval, overflow_rate"),
+])
+def test_malformed_dynamic_toml_names_the_file_table_and_key(table, message):
+    base = Datapath.uniform(12, 6).to_toml()
+    with pytest.raises(ConfigError, match=message):
+        Datapath.from_toml(_replace_table(base, table), source="x.toml")
+
+
+def _dynamic_ik_datapath() -> Datapath:
+    text = Datapath.uniform(12, 8).to_toml().replace(
+        '[roles.act]\nformat = "s12.8"', '[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 10').replace(
+        '[roles.weight]\nformat = "s12.8"', '[roles.weight]\nword = 12\nfrac = "dynamic"\ninitial_frac = 6')
+    return Datapath.from_toml(text + "\n[dynamic]\ninterval = 8\noverflow_rate = 0.001\n")
+
+
+def test_train_reports_the_fractions_of_every_epoch():
+    from fixprop.explore.train import TrainConfig, train
+
+    dp = _dynamic_ik_datapath()
+    result = train(TrainConfig(dataset="ik", epochs=2), dp, count_casts=False)
+    fracs = result["dynamic_fractions"]
+    assert len(fracs) == 3 and set(fracs[0]) == {"weight/0", "weight/1", "act/0", "act/1"}
+    assert fracs[0] == {"weight/0": 6, "weight/1": 6, "act/0": 10, "act/1": 10}
+    assert fracs[-1] != fracs[0]  # the fractions moved
+    assert train(TrainConfig(dataset="ik", epochs=1), Datapath.uniform(12, 8), count_casts=False)[
+        "dynamic_fractions"] is None
+
+
+def test_an_export_bundle_holds_each_step_in_its_formats(tmp_path):
+    from fixprop.hardware import export, load
+
+    dp = replace(_dynamic_ik_datapath(), dynamic=replace(_dynamic_ik_datapath().dynamic, interval=1))
+    net = MLP([3, 4, 2], seed=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-2, 2, (8, 3)), rng.uniform(-1, 1, (8, 2))
+    bundle = load(export(net, dp, x, y, steps=4, out=tmp_path / "b", check_backend="numpy"))
+    fracs = [bundle.tensors[f"step{t}/layer0/weight"].fmt.frac for t in range(4)]
+    assert len(set(fracs)) > 1  # the weight format moved between steps
+    for t in range(3):
+        assert bundle.tensors[f"step{t}/layer0/weight_updated"].fmt == bundle.tensors[f"step{t + 1}/layer0/weight"].fmt
+        assert np.array_equal(bundle.tensors[f"step{t}/layer0/weight_updated"].raw,
+                              bundle.tensors[f"step{t + 1}/layer0/weight"].raw)

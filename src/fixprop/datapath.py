@@ -77,6 +77,8 @@ ACCUMULATE_MODES: tuple[str, ...] = ("exact", "sequential", "tree")
 RELU_GRAD_AT_ZERO_CHOICES = (0.0, 0.5, 1.0)
 
 FULL = "full"
+#: ``frac = "dynamic"`` in a role's TOML table: dynamic fixed point (docs/datapath.md).
+DYNAMIC = "dynamic"
 
 #: Roles whose cast may differ per layer (every role but the data roles input and target).
 LAYER_ROLES: tuple[str, ...] = tuple(r for r in ROLES if r not in ("input", "target")) + OPTIONAL_ROLES
@@ -104,12 +106,20 @@ class RoleCast:
     rounding: Rounding = DEFAULT_ROUNDING
     overflow: Overflow = DEFAULT_OVERFLOW
     accumulate: str = "exact"
+    dynamic: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rounding", Rounding.parse(self.rounding))
         object.__setattr__(self, "overflow", Overflow.parse(self.overflow))
         if self.accumulate not in ACCUMULATE_MODES:
             raise ConfigError(f"accumulate must be one of {', '.join(ACCUMULATE_MODES)}; got {self.accumulate!r}")
+        if self.dynamic is not None:
+            bounds = tuple(self.dynamic)
+            if (len(bounds) != 2 or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds)
+                    or self.word is None or self.frac is None or not bounds[0] <= self.frac <= bounds[1]):
+                raise ConfigError(f"a dynamic frac needs a fixed word and integer bounds min_frac <= frac <= max_frac; "
+                                  f"got word {self.word!r}, frac {self.frac!r}, bounds {self.dynamic!r}")
+            object.__setattr__(self, "dynamic", bounds)
         if self.word is not None and self.frac is not None:
             QFormat(self.word, self.frac, self.signed)  # validates
         elif self.word is not None and (isinstance(self.word, bool) or not isinstance(self.word, int) or self.word < 1):
@@ -149,7 +159,9 @@ class RoleCast:
         word); a cast whose word or frac is full is returned as it is."""
         if self.word is None or self.frac is None:
             return self
-        return replace(self, word=word, frac=self.frac + word - self.word)
+        shift = word - self.word
+        bounds = None if self.dynamic is None else (self.dynamic[0] + shift, self.dynamic[1] + shift)
+        return replace(self, word=word, frac=self.frac + shift, dynamic=bounds)
 
     def describe(self) -> str:
         """Short text such as ``s16.8 RND_CONV SAT`` or ``full.12 RND_CONV``."""
@@ -158,11 +170,15 @@ class RoleCast:
         prefix = "s" if self.signed else "u"
         text = f"{prefix}{word}.{frac}" if self.word is not None else f"{word}.{frac}"
         return (f"{text} {self.rounding.name}" + ("" if self.word is None else f" {self.overflow.name}")
-                + ("" if self.accumulate == "exact" else f" {self.accumulate}"))
+                + ("" if self.accumulate == "exact" else f" {self.accumulate}")
+                + ("" if self.dynamic is None else f" dynamic frac {self.dynamic[0]}..{self.dynamic[1]}"))
 
     def to_toml_table(self) -> dict[str, Any]:
         table: dict[str, Any] = {}
-        if self.word is not None and self.frac is not None:
+        if self.dynamic is not None:
+            table.update(word=self.word, frac=DYNAMIC, initial_frac=self.frac, min_frac=self.dynamic[0],
+                         max_frac=self.dynamic[1], signed=self.signed)
+        elif self.word is not None and self.frac is not None:
             table["format"] = str(QFormat(self.word, self.frac, self.signed))
         else:
             table["word"] = FULL if self.word is None else self.word
@@ -230,6 +246,26 @@ class FixedConstant:
 
 
 @dataclass(frozen=True)
+class DynamicRule:
+    """How dynamic fractions move (Courbariaux, Bengio and David, 2014): after every ``interval``
+    training steps, each dynamic cast site loses a fraction bit when more than ``overflow_rate``
+    of the values it cast over the interval overflowed its format, else gains one when no more
+    than ``overflow_rate`` of them would have overflowed with one more fraction bit; within the
+    role's bounds, one bit per check. docs/datapath.md, "Dynamic fixed point"."""
+
+    interval: int = 100
+    overflow_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.interval, bool) or not isinstance(self.interval, int) or self.interval < 1:
+            raise ConfigError(f"dynamic interval must be an integer >= 1 (training steps); got {self.interval!r}")
+        rate = self.overflow_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ConfigError(f"dynamic overflow_rate must be a number in [0, 1); got {rate!r}")
+        object.__setattr__(self, "overflow_rate", float(rate))
+
+
+@dataclass(frozen=True)
 class Datapath:
     """Per-role casts plus the arithmetic settings that are not formats.
 
@@ -243,6 +279,8 @@ class Datapath:
         layers: per-layer overrides, ``{layer: {role: RoleCast}}`` (layer 0 = the first weight
             layer): layer ``l``'s casts into a role use the override when there is one, as an FPGA
             with one format per layer instance. The data roles input and target have no layer.
+        dynamic: the rule that moves dynamic fractions (casts with ``RoleCast.dynamic``); None
+            when no cast is dynamic (a default rule is filled in when one is).
     """
 
     roles: dict[str, RoleCast]
@@ -252,6 +290,7 @@ class Datapath:
     momentum: FixedConstant | None = None
     name: str = field(default="", compare=False)
     layers: dict[int, dict[str, RoleCast]] = field(default_factory=dict)
+    dynamic: DynamicRule | None = None
 
     def __post_init__(self) -> None:
         missing = [r for r in ROLES if r not in self.roles and not (r == "momentum" and self.momentum is None)]
@@ -282,6 +321,13 @@ class Datapath:
             open_ended = [r for r in ("weight", "bias", "momentum") if r in overrides and overrides[r].fmt is None]
             if open_ended:
                 raise ConfigError(f"layer {layer}: role(s) {open_ended} hold state and need a fixed word and frac")
+        has_dynamic = any(cast.dynamic is not None for _, _, cast in self.all_casts())
+        if has_dynamic and self.dynamic is None:
+            object.__setattr__(self, "dynamic", DynamicRule())
+        elif self.dynamic is not None and not has_dynamic:
+            raise ConfigError("a [dynamic] rule is given but no role has frac = \"dynamic\"")
+        if self.dynamic is not None and not isinstance(self.dynamic, DynamicRule):
+            raise ConfigError(f"dynamic must be a DynamicRule; got {self.dynamic!r}")
         for role, layer, cast in self.all_casts():
             if cast.accumulate != "exact" and role not in SUM_ROLES:
                 where = f"layer {layer}: " if layer is not None else ""
@@ -331,6 +377,32 @@ class Datapath:
         if override is not None and role in override:
             return override[role]
         return self.roles.get(role)
+
+    def dynamic_sites(self, n_layers: int) -> list[tuple[str, int | None]]:
+        """The cast sites (role, layer) whose frac is dynamic, for a network of ``n_layers``:
+        data roles once (layer None), every other role once per layer."""
+        sites = []
+        for role in ROLES + OPTIONAL_ROLES:
+            layers: list[int | None] = [None] if role in ("input", "target") else list(range(n_layers))
+            for layer in layers:
+                cast = self.optional_cast(role, layer) if role in OPTIONAL_ROLES else (
+                    self.cast_for(role, layer) if role in self.roles else None)
+                if cast is not None and cast.dynamic is not None:
+                    sites.append((role, layer))
+        return sites
+
+    def with_fracs(self, fracs: dict[tuple[str, int | None], int]) -> "Datapath":
+        """A copy whose dynamic sites take the given fractions: data roles in their role table,
+        the others as layer overrides (a site's cast keeps everything but its frac)."""
+        roles = dict(self.roles)
+        layers = {layer: dict(o) for layer, o in self.layers.items()}
+        for (role, layer), frac in fracs.items():
+            if layer is None:
+                roles[role] = replace(roles[role], frac=frac)
+            else:
+                cast = self.optional_cast(role, layer) if role in OPTIONAL_ROLES else self.cast_for(role, layer)
+                layers.setdefault(layer, {})[role] = replace(cast, frac=frac)
+        return replace(self, roles=roles, layers=layers)
 
     @property
     def uses_fidelity(self) -> bool:
@@ -419,6 +491,9 @@ class Datapath:
             if const is not None:
                 lines += ["", f"[{key}]", f"value = {const.value!r}", f'format = "{const.fmt}"',
                           f'rounding = "{const.rounding.name}"']
+        if self.dynamic is not None:
+            lines += ["", "[dynamic]", f"interval = {self.dynamic.interval}",
+                      f"overflow_rate = {self.dynamic.overflow_rate!r}"]
         for role in ROLES + OPTIONAL_ROLES:
             if role in self.roles:
                 lines += ["", f"[roles.{role}]"]
@@ -442,7 +517,7 @@ class Datapath:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{source}: not valid TOML: {error}") from None
-        allowed = {"relu_grad_at_zero", "lr_shift", "lr", "momentum", "roles", "layers"}
+        allowed = {"relu_grad_at_zero", "lr_shift", "lr", "momentum", "roles", "layers", "dynamic"}
         _no_unknown(doc, allowed, source, "top level")
         roles_doc = doc.get("roles")
         if not isinstance(roles_doc, dict):
@@ -480,6 +555,7 @@ class Datapath:
         try:
             lr = _constant_from_table(doc["lr"], f"{source} [lr]") if "lr" in doc else None
             momentum = _constant_from_table(doc["momentum"], f"{source} [momentum]") if "momentum" in doc else None
+            dynamic = _dynamic_from_table(doc["dynamic"], f"{source} [dynamic]") if "dynamic" in doc else None
             return cls(
                 roles,
                 relu_grad_at_zero=doc.get("relu_grad_at_zero", 0.5),
@@ -488,6 +564,7 @@ class Datapath:
                 momentum=momentum,
                 name=source,
                 layers=layers,
+                dynamic=dynamic,
             )
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}" if not str(error).startswith(source) else str(error)) from None
@@ -549,13 +626,19 @@ def _no_unknown(table: dict, allowed: set[str], source: str, where: str) -> None
 def _role_from_table(table: Any, source: str) -> RoleCast:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: must be a table with format/rounding/overflow")
-    _no_unknown(table, {"format", "word", "frac", "signed", "rounding", "overflow", "accumulate"}, source, "the role")
+    _no_unknown(table, {"format", "word", "frac", "signed", "rounding", "overflow", "accumulate", "initial_frac",
+                        "min_frac", "max_frac"}, source, "the role")
     rounding = Rounding.parse(table.get("rounding", DEFAULT_ROUNDING))
     overflow = Overflow.parse(table.get("overflow", DEFAULT_OVERFLOW))
     accumulate = table.get("accumulate", "exact")
     if accumulate not in ACCUMULATE_MODES:
         raise ConfigError(f"{source}: accumulate must be one of {', '.join(repr(m) for m in ACCUMULATE_MODES)}; "
                           f"got {accumulate!r}")
+    dynamic_keys = {"initial_frac", "min_frac", "max_frac"} & set(table)
+    if table.get("frac") == DYNAMIC:
+        return _dynamic_role(table, source, rounding, overflow, accumulate)
+    if dynamic_keys:
+        raise ConfigError(f"{source}: {', '.join(sorted(dynamic_keys))} apply only with frac = \"dynamic\"")
     if "format" in table:
         if {"word", "frac", "signed"} & set(table):
             raise ConfigError(f"{source}: give either format = \"s16.8\" or word/frac/signed, not both")
@@ -578,6 +661,43 @@ def _role_from_table(table: Any, source: str) -> RoleCast:
     if word is None and "signed" in table:
         raise ConfigError(f"{source}: signed applies to a fixed word; a full-width cast keeps the input's sign")
     return RoleCast(word, size("frac"), signed, rounding, overflow, accumulate)
+
+
+def _dynamic_role(table: dict, source: str, rounding: Rounding, overflow: Overflow, accumulate: str) -> RoleCast:
+    """A role table with frac = "dynamic": word, initial_frac, and bounds min_frac / max_frac
+    (default: initial_frac -+ word)."""
+    word = table.get("word")
+    if "format" in table or isinstance(word, bool) or not isinstance(word, int):
+        raise ConfigError(f"{source}: frac = \"dynamic\" needs word = <bits> (not format, not \"full\") "
+                          "and initial_frac = <bits>")
+    values = {}
+    for key in ("initial_frac", "min_frac", "max_frac"):
+        value = table.get(key, None)
+        if value is None and key == "initial_frac":
+            raise ConfigError(f"{source}: frac = \"dynamic\" needs initial_frac = <bits>")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{source}: {key} must be an integer; got {value!r}")
+        values[key] = value
+    initial = values["initial_frac"]
+    low = initial - word if values["min_frac"] is None else values["min_frac"]
+    high = initial + word if values["max_frac"] is None else values["max_frac"]
+    if not low <= initial <= high:
+        raise ConfigError(f"{source}: needs min_frac <= initial_frac <= max_frac; got {low}, {initial}, {high}")
+    signed = table.get("signed", True)
+    if not isinstance(signed, bool):
+        raise ConfigError(f"{source}: signed must be true or false; got {signed!r}")
+    return RoleCast(word, initial, signed, rounding, overflow, accumulate, (low, high))
+
+
+def _dynamic_from_table(table: Any, source: str) -> DynamicRule:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: must be a table with interval and overflow_rate")
+    _no_unknown(table, {"interval", "overflow_rate"}, source, "the dynamic rule")
+    defaults = DynamicRule()
+    try:
+        return DynamicRule(table.get("interval", defaults.interval), table.get("overflow_rate", defaults.overflow_rate))
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def _constant_from_table(table: Any, source: str) -> FixedConstant:

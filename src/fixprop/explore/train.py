@@ -119,7 +119,9 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     datapath (TOML), the per-epoch curves of both networks ("float", "fixed"), "final": the
     last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
     the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not
-    a RangeCollector, whose counts are used when it is). ``config.backend`` is the fixed network's
+    a RangeCollector, whose counts are used when it is), and "dynamic_fractions": with dynamic
+    fixed point, the fraction of every dynamic cast site at each epoch (epoch 0 first; None
+    otherwise). ``config.backend`` is the fixed network's
     compiled engine (the same integers on every engine); "numba" runs the float network on the
     kernel too (its sums in the kernel's order: the last bits of its curves can differ).
     """
@@ -136,8 +138,12 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
               "fixed": Model(net, fixed_ar, params, datapath.momentum is not None,
                              backend=config.backend)}
     curves = {name: Curve() for name in models}
+    fractions: list[dict[str, int]] = []  # dynamic fixed point: every dynamic site's frac per epoch
 
     def record() -> None:  # evaluations neither feed the observer nor draw STOCH bits of training
+        dynamic = models["fixed"].dynamic_fractions()
+        if dynamic is not None:
+            fractions.append(dynamic.fractions())
         fixed_ar.observer, fixed_ar.rng = None, evaluation_rng
         for name, model in models.items():
             train_loss, _ = evaluate(model, data.x_train, data.y_train, data.classes)
@@ -171,6 +177,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
         "final": _summary(curves, data.classes),
         "saturation": None if counter is None else saturation_summary(counter),
         "fixed_params_sha256": params_sha256(models["fixed"].params),
+        "dynamic_fractions": fractions or None,
     }
 
 

@@ -41,6 +41,7 @@ from fixprop.fixed.array import FixedArray
 from fixprop.fixed.format import QFormat
 from fixprop.hardware.lfsr import LfsrSource
 from fixprop.nn.arithmetic import FixedArithmetic
+from fixprop.nn.dynamic import DynamicFractions
 from fixprop.nn.mlp import MLP, LayerParams
 
 #: The roles exported per step and layer, in the order the hardware computes them (a datapath
@@ -160,7 +161,10 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
     """Every stage's FixedArray of ``steps`` SGD steps, step t on rows [t*B, (t+1)*B) of x and y.
 
     ``x`` and ``y`` hold ``steps * B`` samples; parameters start from ``params`` (float64,
-    quantized into the weight and bias roles) or the network's own initialisation.
+    quantized into the weight and bias roles) or the network's own initialisation. With dynamic
+    fractions, every tensor is in its step's formats (the manifest records each one's), and at
+    a check that moves a state role's fraction ``weight_updated`` / ``bias_updated`` are already
+    cast into the new format (= the next step's ``weight`` / ``bias``).
     """
     if steps < 1:
         raise fixprop.ConfigError(f"steps must be >= 1; got {steps}")
@@ -170,15 +174,21 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
     ar = FixedArithmetic(datapath, rng)
     state = net.params_in(ar, net.init_params() if params is None else params)
     velocity = net.zero_velocity(ar, state) if datapath.momentum is not None else None
+    dynamic = DynamicFractions(datapath, net.n_layers) if datapath.dynamic is not None else None
     tensors: list[tuple[str, FixedArray]] = []
     for t in range(steps):
         xs, ys = x[t * batch:(t + 1) * batch], y[t * batch:(t + 1) * batch]
         if isinstance(rng, LfsrSource) and rng.state.size:  # the lanes used so far, at the step's start
             registers = rng.state.astype(np.int64)  # width <= 63 bits
             tensors.append((f"step{t}/lfsr_state", FixedArray(registers, QFormat(rng.width, 0, signed=False))))
+        ar.observer = None if dynamic is None else dynamic.observer  # counts the step's casts
+        layer_names = [layer_stages(ar.datapath, i) for i in range(net.n_layers)]  # this step's datapath
         trace = net.forward(ar, state, xs)
         grads = net.backward(ar, state, trace, ys)
         new_state, velocity = net.sgd_step(ar, state, grads, velocity)
+        if dynamic is not None:  # every interval steps the fractions move; the state is cast into them
+            ar.observer = None
+            new_state, velocity = dynamic.step_done(ar, new_state, velocity)
         for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
             values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "weight_fwd": layer.weight,
                       "bias_fwd": layer.bias, "product": layer.product,
@@ -186,7 +196,7 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
                       "local": g.local_error,
                       "weight_grad": g.weight_grad, "bias_grad": g.bias_grad,
                       "weight_updated": q.weight, "bias_updated": q.bias}
-            tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in layer_stages(datapath, i)]
+            tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in layer_names[i]]
         state = new_state
     return tensors
 

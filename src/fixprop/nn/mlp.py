@@ -303,6 +303,7 @@ class Model:
     backend: str = "auto"
     _steps: dict = field(default_factory=dict, init=False, repr=False)
     _traced_from: tuple | None = field(default=None, init=False, repr=False)
+    _dynamic: Any = field(default=None, init=False, repr=False)
     _data_formats: tuple | None = field(default=None, init=False, repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -355,7 +356,37 @@ class Model:
             self.arithmetic, self.params, self.net.forward(self.arithmetic, self.params, x_q), y_q)]
 
     def train_step(self, x: Any, y: Any) -> float:
-        """One SGD step on a batch; returns the loss before the step (float)."""
+        """One SGD step on a batch; returns the loss before the step (float). With dynamic
+        fractions (``dynamic_fractions``), the step's casts are counted, and every
+        ``interval`` steps the fractions move (the arithmetic gets the new datapath)."""
+        dynamic = self.dynamic_fractions()
+        if dynamic is None:
+            return self._train_step(x, y)
+        ar = self.arithmetic
+        original = ar.observer
+        ar.observer = dynamic.watching(original)
+        try:
+            loss = self._train_step(x, y)
+        finally:
+            ar.observer = original
+        self.params, self.velocity = dynamic.step_done(ar, self.params, self.velocity)
+        return loss
+
+    def dynamic_fractions(self):
+        """The :class:`~fixprop.nn.dynamic.DynamicFractions` of a datapath with dynamic casts
+        (made at the first call for this arithmetic), or None."""
+        ar = self.arithmetic
+        datapath = getattr(ar, "datapath", None)
+        if datapath is None or datapath.dynamic is None:
+            return None
+        if self._dynamic is None or self._dynamic.arithmetic is not ar:
+            from fixprop.nn.dynamic import DynamicFractions
+
+            self._dynamic = DynamicFractions(datapath, self.net.n_layers)
+            self._dynamic.arithmetic = ar
+        return self._dynamic
+
+    def _train_step(self, x: Any, y: Any) -> float:
         ar = self.arithmetic
         x_q, y_q = self._data(x, y)
         step = self._compiled(x_q.shape[0], update=True)
@@ -429,6 +460,8 @@ class Model:
         from fixprop.nn.kernels import NumbaStep
 
         datapath = getattr(self.arithmetic, "datapath", None)
+        if datapath is not None and datapath.dynamic is not None:  # fractions may move between steps
+            return False
         if not isinstance(self._compiled(batch, update=True), NumbaStep):
             return False
         if datapath is None:  # the float network: nothing is quantized or drawn
