@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixprop import Datapath, QFormat, RoleCast
+from fixprop import Datapath, FixedConstant, QFormat, RoleCast
 from fixprop.datapath import OPTIONAL_ROLES, ROLES, SUM_ROLES
 from fixprop.errors import ConfigError, NotCompilable
 from fixprop.fixed.modes import Overflow, Rounding
@@ -72,13 +72,18 @@ def fidelity_datapaths(draw, n_layers: int):
             roles[role] = draw(narrow_casts(role))
     layers = {}
     for layer in range(n_layers):  # sometimes a per-layer product cast or accumulate mode
-        chosen = draw(st.lists(st.sampled_from(["product", "grad_product", "acc", "weight_fwd"]), max_size=2,
-                               unique=True))
+        chosen = draw(st.lists(st.sampled_from(["product", "grad_product", "prop_product", "acc", "prop_err",
+                                                "bias_grad", "weight_grad", "weight_fwd", "bias_fwd"]),
+                               max_size=3, unique=True))
         if chosen:
             layers[layer] = {role: draw(narrow_casts(role)) for role in chosen}
     lr_shift = draw(st.integers(0, 3))
+    momentum = None
+    if draw(st.booleans()):
+        roles["momentum"] = draw(narrow_casts("momentum"))
+        momentum = FixedConstant(draw(st.sampled_from([0.5, 0.75])), QFormat(4, 4, False))
     return Datapath(roles, relu_grad_at_zero=draw(st.sampled_from([0.0, 0.5, 1.0])), lr_shift=lr_shift,
-                    layers=layers)
+                    layers=layers, momentum=momentum)
 
 
 def assert_equals_oracle(net, dp, activations, loss, params, x, y, steps: int = 2):
@@ -87,15 +92,21 @@ def assert_equals_oracle(net, dp, activations, loss, params, x, y, steps: int = 
     for the first step and by the parameters after each step."""
     ar = FixedArithmetic(dp)
     state = net.params_in(ar, params)
+    velocity = net.zero_velocity(ar, state) if dp.momentum is not None else None
     model = net.fixed_model(dp, params)
     weights = [p.weight.tolist() for p in params]
     biases = [p.bias.tolist() for p in params]
+    oracle_velocity = None
+    if dp.momentum is not None:  # at rest: zeros
+        oracle_velocity = [([[Val(0, 0)] * len(p.weight[0]) for _ in p.weight], [Val(0, 0)] * len(p.bias))
+                           for p in params]
     for step in range(steps):
         trace = net.forward(ar, state, x)
         grads = net.backward(ar, state, trace, y)
-        state, _ = net.sgd_step(ar, state, grads)
+        state, velocity = net.sgd_step(ar, state, grads, velocity)
         model.train_step(x, y)
-        want = train_step(dp, activations, loss, weights, biases, x.tolist(), y.tolist())
+        want = train_step(dp, activations, loss, weights, biases, x.tolist(), y.tolist(), oracle_velocity)
+        oracle_velocity = want["velocity"] if dp.momentum is not None else None
         if step == 0:
             for l, layer in enumerate(trace.layers):
                 assert exact(layer.pre) == vals(want["pres"][l]), f"pre-activation of layer {l}"
@@ -280,7 +291,9 @@ def test_an_export_bundle_holds_the_working_copies_and_no_product_for_a_register
     net = MLP([3, 4, 2], init="uniform_neg", seed=5)
     rng = np.random.default_rng(3)
     x, y = rng.uniform(-2, 2, (4, 3)), rng.uniform(-1, 1, (4, 2))
-    bundle = load(export(net, dp, x, y, steps=2, out=tmp_path / "b", check_backend="numba"))
+    with pytest.raises(ConfigError, match="no compiled engine to check"):
+        export(net, dp, x, y, steps=2, out=tmp_path / "b", check_backend="numba")
+    bundle = load(export(net, dp, x, y, steps=2, out=tmp_path / "b"))
     assert "product" not in layer_stages(dp, 0) and "product" in layer_stages(dp, 1)
     assert "step0/layer0/product" not in bundle.tensors and "step0/layer1/product" in bundle.tensors
     params = net.init_params()
@@ -476,7 +489,8 @@ def dynamic_datapaths(draw, n_layers: int):
     from fixprop.datapath import DynamicRule
 
     dp = draw(fidelity_datapaths(n_layers))
-    dp = replace(dp, roles={r: c for r, c in dp.roles.items() if r not in OPTIONAL_ROLES}, layers={})
+    dp = replace(dp, roles={r: c for r, c in dp.roles.items() if r not in OPTIONAL_ROLES and r != "momentum"},
+                 layers={}, momentum=None)
     chosen = draw(st.lists(st.sampled_from(["input", "weight", "bias", "acc", "act", "bias_grad", "weight_grad",
                                             "prop_err", "update", "pre"]), min_size=1, max_size=4, unique=True))
     roles = dict(dp.roles)
@@ -556,10 +570,55 @@ def test_an_export_bundle_holds_each_step_in_its_formats(tmp_path):
     net = MLP([3, 4, 2], seed=2)
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-2, 2, (8, 3)), rng.uniform(-1, 1, (8, 2))
-    bundle = load(export(net, dp, x, y, steps=4, out=tmp_path / "b", check_backend="numpy"))
+    bundle = load(export(net, dp, x, y, steps=4, out=tmp_path / "b"))
     fracs = [bundle.tensors[f"step{t}/layer0/weight"].fmt.frac for t in range(4)]
     assert len(set(fracs)) > 1  # the weight format moved between steps
     for t in range(3):
         assert bundle.tensors[f"step{t}/layer0/weight_updated"].fmt == bundle.tensors[f"step{t + 1}/layer0/weight"].fmt
         assert np.array_equal(bundle.tensors[f"step{t}/layer0/weight_updated"].raw,
                               bundle.tensors[f"step{t + 1}/layer0/weight"].raw)
+
+
+
+def test_a_sequential_register_needs_a_fixed_word_and_with_role_adds_optional_roles():
+    dp = Datapath.seed(16, 10)
+    with pytest.raises(ConfigError, match="a sequential register needs a fixed word"):
+        dp.with_role("acc", replace(dp["acc"], accumulate="sequential"))
+    assert dp.with_role("acc", replace(dp["acc"], accumulate="tree"))["acc"].accumulate == "tree"
+    assert dp.with_role("product", RoleCast.of("s12.8"))["product"].fmt == QFormat(12, 8)
+
+
+def test_the_example_rtl_refuses_fidelity_datapaths():
+    import importlib.util
+    from pathlib import Path as P
+
+    spec = importlib.util.spec_from_file_location(
+        "run_readmemh", P(__file__).parent.parent / "examples" / "rtl" / "run_readmemh.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dp = Datapath.uniform(16, 8, "RND", "SAT")
+    dp = replace(dp, roles={**dp.roles, "acc": RoleCast(None, None, True, "RND", "SAT"),
+                            "product": RoleCast.of("s16.8", "TRN", "SAT")})
+    with pytest.raises(ConfigError, match="product casts, register accumulators"):
+        module.rtl_rounding(dp)
+
+
+def test_proposals_keep_per_layer_fidelity_overrides():
+    """An optional role given only per layer, and a per-layer accumulate mode, survive a
+    proposal (per layer or per role), refitted to the proposed word."""
+    from fixprop.explore.ranges import RangeCollector, propose_datapath
+
+    dp = Datapath.uniform(16, 8)
+    dp = replace(dp, layers={1: {"weight_fwd": RoleCast.of("s8.6"), "product": RoleCast.of("s12.8", "TRN", "SAT"),
+                                 "acc": RoleCast(16, 8, True, "RND", "SAT", "tree")}})
+    net = MLP([3, 4, 2], init="uniform_neg", seed=1)
+    collector = RangeCollector()
+    model = net.fixed_model(dp)
+    model.arithmetic.observer = collector
+    model.train_step(np.ones((2, 3)), np.zeros((2, 2)))
+    for per_layer in (True, False):
+        proposed = propose_datapath(collector, dp, 12, per_layer=per_layer)
+        assert proposed.uses_fidelity
+        assert proposed.optional_cast("weight_fwd", 1).word == 12 and proposed.optional_cast("product", 1).word == 12
+        assert proposed.optional_cast("weight_fwd", 0) is None
+        assert proposed.cast_for("acc", 1).accumulate == "tree" and proposed.cast_for("acc", 0).accumulate == "exact"

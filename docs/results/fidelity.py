@@ -160,10 +160,47 @@ def pwl_sigmoid_networks() -> list[str]:
         result = run(Experiment(activation="pwl_sigmoid", seed=seed, timing_repeats=0))
         for name in errors:
             errors[name].append(result[name]["mean_relative_error"])
+    relu = [run(Experiment(seed=seed, timing_repeats=0))["fixed"]["mean_relative_error"] for seed in range(8)]
     rows += ["", "| verify, [3,7,7,5] pwl_sigmoid, seed(24,12) | gradient error vs autograd (mean of seeds 0-7) |",
              "|---|---|",
              f"| float | {100 * float(np.mean(errors['float'])):.2e}% |",
-             f"| fixed | {100 * float(np.mean(errors['fixed'])):.2f}% |"]
+             f"| fixed | {100 * float(np.mean(errors['fixed'])):.2f}% |",
+             f"| fixed, the same network with relu | {100 * float(np.mean(relu)):.2f}% |"]
+    return rows
+
+
+# -- 5. dynamic fixed point on ik ---------------------------------------------------------------
+def dynamic_on_ik() -> list[str]:
+    """ik at 12-bit words: the 16-bit proposal moved to 12 bits (same integer bits: sweep's
+    rescale), static, against the same formats as the initial fractions of dynamic ones (every
+    role but the data, bounds +-4 bits, a check every 50 steps, overflow rate 1e-3); and a
+    uniform s12.6 start, static and dynamic."""
+    from fixprop.datapath import DynamicRule
+    from fixprop.explore.sweep import rescaled
+
+    def dynamic(dp: Datapath, name: str) -> Datapath:
+        def moving(role: str, cast: RoleCast) -> RoleCast:
+            if role in ("input", "target", "momentum") or cast.word is None or cast.frac is None:
+                return cast
+            return replace(cast, dynamic=(cast.frac - 4, cast.frac + 4))
+
+        return replace(dp, roles={r: moving(r, c) for r, c in dp.roles.items()},
+                       layers={layer: {r: moving(r, c) for r, c in o.items()} for layer, o in dp.layers.items()},
+                       dynamic=DynamicRule(50, 1e-3), name=name)
+
+    proposal = rescaled(Datapath.load(HERE / "ik_w16.toml"), 12)
+    uniform = Datapath.uniform(12, 6)
+    rows = ["| ik, 12-bit words, 20 epochs | fixed / float held-out loss | final fractions (weight, act per layer) |",
+            "|---|---|---|"]
+    for label, dp in (("16-bit proposal at 12 bits, static", proposal),
+                      ("the same, dynamic", dynamic(proposal, "proposal at 12 bits, dynamic")),
+                      ("uniform s12.6, static", uniform),
+                      ("uniform s12.6, dynamic", dynamic(uniform, "uniform s12.6, dynamic"))):
+        result = train(TrainConfig(dataset="ik", epochs=20), dp, count_casts=False)
+        fracs = result["dynamic_fractions"]
+        shown = "-" if fracs is None else ", ".join(f"{k} {v}" for k, v in fracs[-1].items()
+                                                    if k.split("/")[0] in ("weight", "act"))
+        rows.append(f"| {label} | {ratio(result)} | {shown} |")
     return rows
 
 
@@ -171,7 +208,8 @@ def main() -> None:
     sections = [("Products cast before the adder (ik)", products_on_ik()),
                 ("A narrow saturating accumulator (verify experiment)", accumulators_on_verify()),
                 ("Master and working weights (digits)", master_weights_on_digits()),
-                ("Piecewise-linear sigmoid", pwl_sigmoid_networks())]
+                ("Piecewise-linear sigmoid", pwl_sigmoid_networks()),
+                ("Dynamic fixed point (ik, 12-bit words)", dynamic_on_ik())]
     text = "\n\n".join(f"### {title}\n\n" + "\n".join(rows) for title, rows in sections) + "\n"
     (HERE / "fidelity.md").write_text(text)
     print(text)

@@ -57,6 +57,8 @@ def rtl_rounding(datapath: Datapath) -> str:
     acc = datapath["acc"]
     if datapath.layers:
         wrong = wrong + [f"layer overrides {sorted(datapath.layers)}"]
+    if datapath.uses_fidelity or datapath.dynamic is not None:
+        wrong = wrong + ["product casts, register accumulators, working copies or dynamic fractions"]
     if wrong or acc.word is not None or acc.frac is not None or len(modes) != 1 or not modes <= {"RND", "RND_CONV"}:
         raise ConfigError("the example RTL is built for every role s16.8, SAT, a full-precision acc and one "
                           f"rounding mode (RND or RND_CONV); this datapath differs (roles {wrong or 'acc/rounding'})")

@@ -329,6 +329,10 @@ class Datapath:
         if self.dynamic is not None and not isinstance(self.dynamic, DynamicRule):
             raise ConfigError(f"dynamic must be a DynamicRule; got {self.dynamic!r}")
         for role, layer, cast in self.all_casts():
+            if cast.accumulate == "sequential" and cast.word is None:
+                where = f"layer {layer}: " if layer is not None else ""
+                raise ConfigError(f"{where}role {role}: a sequential register needs a fixed word (word = \"full\" "
+                                  "would grow by one bit per addition); give word = <bits>, or accumulate = \"tree\"")
             if cast.accumulate != "exact" and role not in SUM_ROLES:
                 where = f"layer {layer}: " if layer is not None else ""
                 raise ConfigError(f"{where}role {role} is not a sum: accumulate = {cast.accumulate!r} applies only "
@@ -435,8 +439,9 @@ class Datapath:
         return 0.0 if self.momentum is None else self.momentum.quantized
 
     def with_role(self, role: str, cast: RoleCast) -> "Datapath":
-        """A copy with one role's cast replaced."""
-        self[role]
+        """A copy with one role's cast replaced (or an optional role's added)."""
+        if role not in OPTIONAL_ROLES:
+            self[role]
         return replace(self, roles={**self.roles, role: cast})
 
     def with_modes(self, rounding: Rounding | str | None = None, overflow: Overflow | str | None = None) -> "Datapath":

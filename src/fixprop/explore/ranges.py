@@ -312,6 +312,9 @@ def propose_datapath(
         except ConfigError as error:
             where = s.role + ("" if s.layer is None else f" (layer {s.layer})")
             raise ConfigError(f"role {where}: {error}; make the role signed in the datapath") from None
+        if cast.dynamic is not None:  # a dynamic role starts at the proposal, its bounds moved with it
+            moved = w - bits - cast.frac
+            return replace(cast, word=w, frac=w - bits, dynamic=(cast.dynamic[0] + moved, cast.dynamic[1] + moved))
         return replace(cast, word=w, frac=w - bits)
 
     roles = dict(base.roles)
@@ -334,6 +337,21 @@ def propose_datapath(
             own = fitted(base.cast_for(role, layer), layer_stats, w)
             if own != roles[role]:
                 layers.setdefault(layer, {})[role] = own
+    # overrides that model hardware (an optional role given per layer, a per-layer accumulate
+    # mode) are kept in every proposal, refitted where their casts were observed
+    for layer, overrides in base.layers.items():
+        for role, cast in overrides.items():
+            if role in layers.get(layer, {}) or (role not in OPTIONAL_ROLES and cast.accumulate == "exact"):
+                continue
+            w = words.get(role, word)
+            layer_stats = collector.stats.get((role, layer))
+            if role in roles and not per_layer:
+                kept = replace(roles[role], accumulate=cast.accumulate)
+            elif layer_stats is not None and layer_stats.min is not None:
+                kept = fitted(cast, layer_stats, w)
+            else:
+                kept = cast.at_word(w)
+            layers.setdefault(layer, {})[role] = kept
     label = (f"proposed w{word} margin {margin}" + (" per layer" if per_layer else "")
              + "".join(f" {r}={w}" for r, w in sorted(words.items()))
              + (f"; {NOT_OBSERVED}: {', '.join(unobserved)}" if unobserved else ""))
