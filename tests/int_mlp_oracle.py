@@ -182,6 +182,7 @@ def hardware_activation(name: str, z: Fraction) -> tuple[Fraction, Fraction] | N
 
 
 def activation(name: str, z: Val) -> Val:
+    name = name.removesuffix(":output")  # the same function; only its derivative differs
     hardware = hardware_activation(name, z.fraction())
     if hardware is not None:
         return exact_val(hardware[0])
@@ -202,7 +203,10 @@ def activation(name: str, z: Val) -> Val:
     raise ValueError(name)
 
 
-def derivative(name: str, z: Val, relu_at_zero: float) -> Val:
+def derivative(name: str, z: Val, relu_at_zero: float, a: Val | None = None) -> Val:
+    if name.endswith(":output"):  # from the cast activation a: a (1 - a), or 1 - a**2 for tanh
+        one = Val(1, 0)
+        return one - a * a if name.startswith("pwl_tanh") else a * (one - a)
     hardware = hardware_activation(name, z.fraction())
     if hardware is not None:
         return exact_val(hardware[1])
@@ -270,7 +274,7 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
         errors.append(row)
     grads = [None] * len(W)
     for l in reversed(range(len(W))):
-        local = [[cast(errors[b][j] * derivative(activations[l], pres[l][b][j], dp.relu_grad_at_zero), dp.cast_for("bias_grad", l))
+        local = [[cast(errors[b][j] * derivative(activations[l], pres[l][b][j], dp.relu_grad_at_zero, acts[l + 1][b][j]), dp.cast_for("bias_grad", l))
                   for j in range(len(W[l]))] for b in range(batch)]
         bias_grad = [accumulate([local[b][j] for b in range(batch)], dp.cast_for("bias_grad", l))
                      for j in range(len(W[l]))]

@@ -38,7 +38,7 @@ def _sigmoid_table(entries: int = 16, z_min: float = -4.0, step: float = 0.5) ->
 LUT_FILE = Path(tempfile.mkdtemp(prefix="fixprop-lut-")) / "sigmoid.toml"
 LUT_FILE.write_text(_sigmoid_table())
 ACTIVATIONS = ["relu", "leaky_relu:2", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh",
-               f"lut:{LUT_FILE}"]
+               f"lut:{LUT_FILE}", "pwl_sigmoid:output", "pwl_tanh:output", "hard_sigmoid:output"]
 
 
 def exact(x) -> list:

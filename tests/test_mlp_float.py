@@ -13,7 +13,8 @@ from fixprop.nn import MLP, FloatArithmetic
 from fixprop.nn.mlp import LayerParams
 from fixprop.verify.references import available, reference_gradients
 
-ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
+ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh", "pwl_sigmoid:output",
+               "pwl_tanh:output"]
 LOSSES = ["sse", "half_sse", "mse"]
 RTOL = 1e-12
 

@@ -27,7 +27,8 @@ from fixprop.nn.program import PROGRAM_MAX_BITS, PROGRAM_MAX_SHIFT, NotCompilabl
 pytest.importorskip("numba")
 from fixprop.nn.kernels import NumbaStep, numba_step, run_program  # noqa: E402
 
-ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh"]
+ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh", "pwl_sigmoid:output",
+               "pwl_tanh:output"]
 #: Per-layer roles of datapaths the compiled engines run (the optional fidelity roles run step by step).
 ONE_CAST_LAYER_ROLES = [role for role in LAYER_ROLES if role not in OPTIONAL_ROLES]
 LOSSES = ["sse", "half_sse", "mse"]

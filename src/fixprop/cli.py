@@ -155,7 +155,8 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_count(1), default=1, help="samples per gradient (default 1)")
     parser.add_argument("--init", default="uniform", help="uniform (default), uniform_neg, ones, he, glorot")
     parser.add_argument("--activation", default="relu",
-                        help="relu (default), leaky_relu[:k], linear, hard_tanh, hard_sigmoid, pwl_sigmoid, pwl_tanh, "
+                        help="relu (default), leaky_relu[:k], linear, hard_tanh, hard_sigmoid, pwl_sigmoid, pwl_tanh "
+                             "(each of these three also NAME:output: derivative a(1-a) from the output), "
                              "lut:FILE.toml")
     parser.add_argument("--output-activation", help="last layer's activation (default: --activation)")
     parser.add_argument("--loss", default="sse", help="sse (default), half_sse, mse")

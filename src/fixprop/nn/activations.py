@@ -30,7 +30,9 @@ class Activation:
     def forward(self, ar: Any, z: Any) -> Any:
         raise NotImplementedError
 
-    def derivative(self, ar: Any, z: Any) -> Any:
+    def derivative(self, ar: Any, z: Any, a: Any = None) -> Any:
+        """f'(z) in the arithmetic ``ar``; ``a`` is the layer's activation after its cast (the
+        form that computes the derivative from the output uses it)."""
         raise NotImplementedError
 
     def reference(self, xp: Any, z: Any, relu_grad_at_zero: float) -> Any:
@@ -51,7 +53,7 @@ class ReLU(Activation):
     def forward(self, ar, z):
         return ar.maximum(z, 0)
 
-    def derivative(self, ar, z):
+    def derivative(self, ar, z, a=None):
         c = ar.relu_grad_at_zero
         return ar.dyadic(np.where(z > 0, 1.0, np.where(z == 0, c, 0.0)), 1)
 
@@ -76,7 +78,7 @@ class LeakyReLU(Activation):
     def forward(self, ar, z):
         return ar.where(z > 0, z, ar.pow2(z, -self.shift))
 
-    def derivative(self, ar, z):
+    def derivative(self, ar, z, a=None):
         return ar.dyadic(np.where(z > 0, 1.0, 2.0**-self.shift), self.shift)
 
     def reference(self, xp, z, relu_grad_at_zero):
@@ -95,7 +97,7 @@ class Linear(Activation):
     def forward(self, ar, z):
         return z
 
-    def derivative(self, ar, z):
+    def derivative(self, ar, z, a=None):
         return ar.dyadic(np.ones(np.shape(z)), 0)
 
     def reference(self, xp, z, relu_grad_at_zero):
@@ -111,7 +113,7 @@ class HardTanh(Activation):
     def forward(self, ar, z):
         return ar.minimum(ar.maximum(z, -1), 1)
 
-    def derivative(self, ar, z):
+    def derivative(self, ar, z, a=None):
         return ar.dyadic(np.where((z > -1) & (z < 1), 1.0, 0.0), 0)
 
     def reference(self, xp, z, relu_grad_at_zero):
@@ -200,7 +202,7 @@ class PiecewiseLinear(Activation):
             value = ar.where(self._condition(ar, z, piece), self._line(ar, z, piece), value)
         return value
 
-    def derivative(self, ar, z):
+    def derivative(self, ar, z, a=None):
         frac = max(_frac_bits(_slope(piece)) for piece in self.pieces)
         slopes = float(_slope(self.pieces[0]))
         for piece in self.pieces[1:]:
@@ -320,12 +322,43 @@ def lut_toml(z_min: float, step: float, values: Sequence[float], derivatives: Se
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class FromOutput(Activation):
+    """A sigmoid-like activation whose derivative hardware computes from the stored activation
+    ``a`` (after its cast), not from ``z``: ``a (1 - a)`` for sigmoids, ``1 - a**2`` for tanh;
+    exact products. The forward pass is the base activation's. Autodiff references get the same
+    derivative through a stop-gradient (the function's value is the base's)."""
+
+    base: Activation = None  # type: ignore[assignment]
+    tanh: bool = False
+
+    def forward(self, ar, z):
+        return self.base.forward(ar, z)
+
+    def derivative(self, ar, z, a=None):
+        if a is None:
+            raise ValueError(f"{self.name}: the derivative is computed from the activation a; pass it")
+        one = ar.dyadic(np.ones(np.shape(a)), 0)
+        return one - a * a if self.tanh else a * (one - a)
+
+    def reference(self, xp, z, relu_grad_at_zero):
+        value = self.base.reference(xp, z, relu_grad_at_zero)
+        a = _stop_gradient(xp, value)
+        slope = 1.0 - a * a if self.tanh else a * (1.0 - a)
+        return a + (z - _stop_gradient(xp, z)) * slope
+
+
+#: The activations whose derivative can come from the output: name -> its tanh form.
+FROM_OUTPUT = {"hard_sigmoid": False, "pwl_sigmoid": False, "pwl_tanh": True}
+
 ACTIVATION_NAMES = ("relu", "leaky_relu", "leaky_relu:<k>", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid",
-                    "pwl_tanh", "lut:<file.toml>")
+                    "pwl_tanh", "<hard_sigmoid|pwl_sigmoid|pwl_tanh>:output", "lut:<file.toml>")
 
 
 def get_activation(spec: "str | Activation") -> Activation:
-    """Parse an activation name: relu, leaky_relu (slope 2**-7), leaky_relu:<k> (slope 2**-k), linear, hard_tanh."""
+    """Parse an activation name (ACTIVATION_NAMES): relu, leaky_relu (slope 2**-7), leaky_relu:<k> (slope
+    2**-k), linear, hard_tanh, hard_sigmoid, pwl_sigmoid, pwl_tanh, those three with :output (the
+    derivative from the activation), lut:<file.toml>."""
     if isinstance(spec, Activation):
         return spec
     if not isinstance(spec, str):
@@ -345,6 +378,9 @@ def get_activation(spec: "str | Activation") -> Activation:
         return PiecewiseLinear("pwl_tanh", PWL_TANH)
     if spec.strip().startswith("lut:"):
         return load_lut(spec.strip()[4:])
+    base, _, form = name.partition(":")
+    if form == "output" and base in FROM_OUTPUT:
+        return FromOutput(f"{base}:output", get_activation(base), FROM_OUTPUT[base])
     if name.startswith("leaky_relu"):
         _, _, k = name.partition(":")
         if not k:

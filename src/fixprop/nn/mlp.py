@@ -175,7 +175,7 @@ class MLP:
         for i in reversed(range(self.n_layers)):
             layer = trace.layers[i]
             weight = params[i].weight if layer.weight is None else layer.weight  # the forward pass's copy
-            local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre), "bias_grad", layer=i)
+            local = ar.cast(error * self.activation_of(i).derivative(ar, layer.pre, layer.act), "bias_grad", layer=i)
             bias_grad = ar.sum_cast(local, "bias_grad", layer=i)
             weight_grad = ar.matmul_cast(local.T, layer.input, "weight_grad", layer=i)[1]
             prop = ar.matmul_cast(local, weight, "prop_err", layer=i)[1] if i > 0 else None
