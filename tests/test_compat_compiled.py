@@ -61,3 +61,23 @@ def test_non_integers_are_refused_as_before(bad):
     params[0][1][1, 2] = bad
     with pytest.raises(RawTypeError, match="integers in units of 2\\*\\*-10"):
         model.infer(np.ones((3, 1)), params)
+
+
+def test_parameters_changed_in_place_between_calls_are_seen():
+    """The quantized class reuses the last call's parameter conversion only when every value is
+    the same: a weight changed in place (as an SGD loop does) gives the new network's output."""
+    rng = np.random.default_rng(3)
+    shape = [3, 5, 2]
+    model, fresh = _pair(12, 6, shape)[0], mlp4autograd()
+    fresh.set_quant(12, 6)
+    fresh.net_shape(shape)
+    params = [[np.round(rng.uniform(0, 40, (o, i))) for i, o in zip(shape[:-1], shape[1:])],
+              [np.round(rng.uniform(0, 40, (o, 1))) for o in shape[1:]]]
+    x = np.round(rng.uniform(0, 60, (3, 1)))
+    first = model.infer(x, params)
+    assert first.min() > 0
+    params[0][0][1, 2] += 64  # in place
+    params[1][1][0, 0] -= 3
+    again = model.infer(x, params)
+    want = fresh.infer(x, [[w.copy() for w in params[0]], [b.copy() for b in params[1]]])
+    assert np.array_equal(again, want) and not np.array_equal(again, first)

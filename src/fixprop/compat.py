@@ -49,6 +49,7 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         self._last_params: Any = None
         self._steps: dict = {}  # the numba steps of the quantized mode, per shape, datapath and batch
         self._fmt_cache: QFormat | None = None
+        self._params_cache: tuple | None = None  # (format, the values as given, their FixedArrays)
 
     # -- configuration ----------------------------------------------------------------------
     def set_quant(self, d_bits: int = 16, q_bits: int = 10, quant: bool = True) -> None:
@@ -196,11 +197,24 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         return cache[key]
 
     def _compiled_params(self, weights: Sequence[Any], biases: Sequence[Any]) -> list[LayerParams] | None:
+        """The parameters as FixedArrays in the role format, or None. The seed's loop passes the
+        same parameters to every infer and grad: when their values (compared in full, so an
+        array changed in place is seen) and the format are those of the last call, its
+        FixedArrays are reused."""
+        arrays = [np.asarray(getval(v)) for w, b in zip(weights, biases) for v in (w, b)]
+        flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+        fmt = self._role_format()
+        cached = self._params_cache
+        if (cached is not None and cached[0] is fmt and cached[1].dtype == flat.dtype
+                and cached[1].shape == flat.shape and np.array_equal(cached[1], flat)):
+            return cached[2]
         shapes = [s for n_in, n_out in zip(self._shape[:-1], self._shape[1:]) for s in ((n_out, n_in), (n_out,))]
-        values = self._role_arrays([v for w, b in zip(weights, biases) for v in (w, b)], shapes)
+        values = self._role_arrays(arrays, shapes)
         if values is None:
             return None
-        return [LayerParams(values[2 * i], values[2 * i + 1]) for i in range(len(values) // 2)]
+        params = [LayerParams(values[2 * i], values[2 * i + 1]) for i in range(len(values) // 2)]
+        self._params_cache = (fmt, flat, params)
+        return params
 
     def _compiled_infer(self, x: Any, weights: Sequence[Any], biases: Sequence[Any]) -> list[np.ndarray] | None:
         """The activations [input, layer 1, ...] (raw, columns) on the numba kernel, or None."""
