@@ -24,6 +24,7 @@ from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn import MLP, FixedArithmetic, LayerParams
 from fixprop.nn.activations import lut_toml
 from int_mlp_oracle import Val, train_step
+from oracle_compare import assert_stages_equal, exact, vals
 
 DETERMINISTIC = [r for r in Rounding if r is not Rounding.STOCH]
 
@@ -39,17 +40,6 @@ LUT_FILE = Path(tempfile.mkdtemp(prefix="fixprop-lut-")) / "sigmoid.toml"
 LUT_FILE.write_text(_sigmoid_table())
 ACTIVATIONS = ["relu", "leaky_relu:2", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh",
                f"lut:{LUT_FILE}", "pwl_sigmoid:output", "pwl_tanh:output", "hard_sigmoid:output"]
-
-
-def exact(x) -> list:
-    scale = Fraction(2) ** x.fmt.frac
-    return np.vectorize(lambda r: Fraction(int(r)) / scale, otypes=[object])(x.raw).tolist()
-
-
-def vals(rows) -> list:
-    if isinstance(rows, list):
-        return [vals(r) for r in rows]
-    return rows.fraction()
 
 
 @st.composite
@@ -108,16 +98,7 @@ def assert_equals_oracle(net, dp, activations, loss, params, x, y, steps: int = 
         want = train_step(dp, activations, loss, weights, biases, x.tolist(), y.tolist(), oracle_velocity)
         oracle_velocity = want["velocity"] if dp.momentum is not None else None
         if step == 0:
-            for l, layer in enumerate(trace.layers):
-                assert exact(layer.pre) == vals(want["pres"][l]), f"pre-activation of layer {l}"
-                assert exact(layer.act) == vals(want["acts"][l + 1]), f"activation of layer {l}"
-            for l, g in enumerate(grads):
-                e = want["grads"][l]
-                assert exact(g.local_error) == vals(e["local"]), f"local error of layer {l}"
-                assert exact(g.bias_grad) == vals(e["bias_grad"]), f"bias gradient of layer {l}"
-                assert exact(g.weight_grad) == vals(e["weight_grad"]), f"weight gradient of layer {l}"
-                if l > 0:
-                    assert exact(g.prop_err) == vals(e["prop"]), f"propagated error of layer {l}"
+            assert_stages_equal(trace, grads, want)
         for l, (p, q) in enumerate(zip(state, model.params)):
             assert exact(p.weight) == vals(want["weights"][l]), f"step {step}: updated weight of layer {l}"
             assert exact(p.bias) == vals(want["biases"][l]), f"step {step}: updated bias of layer {l}"
@@ -240,9 +221,18 @@ def test_fidelity_datapaths_round_trip_through_toml():
      r"x\.toml \[roles\.product\]: unknown key\(s\) \['acumulate'\] in the role; allowed: accumulate, format"),
     ('[layers.0.act]\nformat = "s16.8"\naccumulate = "sequential"',
      r"x\.toml: layer 0: role act is not a sum"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"', r"x\.toml \[roles\.act\]: frac = \"dynamic\" needs initial_frac"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\nmin_frac = 9',
+     r"needs min_frac <= initial_frac <= max_frac; got 9, 8, 20"),
+    ('[roles.act]\nformat = "s12.8"\ninitial_frac = 8', r"initial_frac apply only with frac = \"dynamic\""),
+    ('[roles.act]\nformat = "s12.8"\n\n[dynamic]\ninterval = 10', r"a \[dynamic\] rule is given but no role"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\ninterval = 0',
+     r"x\.toml \[dynamic\]: dynamic interval must be an integer >= 1"),
+    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\nrate = 0.1',
+     r"unknown key\(s\) \['rate'\] in the dynamic rule; allowed: interval, overflow_rate"),
 ])
 def test_malformed_fidelity_toml_names_the_file_table_and_key(table, message):
-    base = Datapath.uniform(16, 8).to_toml()
+    base = Datapath.uniform(12, 6).to_toml()
     with pytest.raises(ConfigError, match=message):
         Datapath.from_toml(_replace_table(base, table), source="x.toml")
 
@@ -524,23 +514,6 @@ def test_dynamic_fractions_equal_the_oracle_over_several_steps(data, sizes, batc
     for l, p in enumerate(model.params):
         assert exact(p.weight) == vals(weights[l]), f"weights of layer {l}"
         assert exact(p.bias) == vals(biases[l]), f"biases of layer {l}"
-
-
-@pytest.mark.parametrize("table, message", [
-    ('[roles.act]\nword = 12\nfrac = "dynamic"', r"x\.toml \[roles\.act\]: frac = \"dynamic\" needs initial_frac"),
-    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\nmin_frac = 9',
-     r"needs min_frac <= initial_frac <= max_frac; got 9, 8, 20"),
-    ('[roles.act]\nformat = "s12.8"\ninitial_frac = 8', r"initial_frac apply only with frac = \"dynamic\""),
-    ('[roles.act]\nformat = "s12.8"\n\n[dynamic]\ninterval = 10', r"a \[dynamic\] rule is given but no role"),
-    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\ninterval = 0',
-     r"x\.toml \[dynamic\]: dynamic interval must be an integer >= 1"),
-    ('[roles.act]\nword = 12\nfrac = "dynamic"\ninitial_frac = 8\n\n[dynamic]\nrate = 0.1',
-     r"unknown key\(s\) \['rate'\] in the dynamic rule; allowed: interval, overflow_rate"),
-])
-def test_malformed_dynamic_toml_names_the_file_table_and_key(table, message):
-    base = Datapath.uniform(12, 6).to_toml()
-    with pytest.raises(ConfigError, match=message):
-        Datapath.from_toml(_replace_table(base, table), source="x.toml")
 
 
 def _dynamic_ik_datapath() -> Datapath:

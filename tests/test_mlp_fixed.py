@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -10,19 +9,7 @@ import pytest
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
 from fixprop.nn import MLP, FixedArithmetic, LayerParams
 from int_mlp_oracle import train_step
-
-
-def exact(x) -> list:
-    """FixedArray -> nested lists of exact Fractions."""
-    scale = Fraction(2) ** x.fmt.frac
-    return np.vectorize(lambda r: Fraction(int(r)) / scale, otypes=[object])(x.raw).tolist()
-
-
-def vals(rows) -> list:
-    """Oracle Vals (nested lists) -> nested lists of Fractions."""
-    if isinstance(rows, list):
-        return [vals(r) for r in rows]
-    return rows.fraction()
+from oracle_compare import assert_stages_equal, exact, vals
 
 
 def put_a_zero(params: list[LayerParams], x: np.ndarray) -> None:
@@ -111,16 +98,7 @@ def test_fixed_network_equals_int_oracle(name, dp, activations, loss, batch):
         vel0 = [([[Val(0, 16)] * 3] * 4, [Val(0, 16)] * 4), ([[Val(0, 16)] * 4] * 2, [Val(0, 16)] * 2)]
     expected = train_step(dp, activations, loss, w_float, b_float, x.tolist(), y.tolist(), vel0)
 
-    for l, layer in enumerate(trace.layers):
-        assert exact(layer.pre) == vals(expected["pres"][l]), f"pre-activation of layer {l}"
-        assert exact(layer.act) == vals(expected["acts"][l + 1]), f"activation of layer {l}"
-    for l, g in enumerate(grads):
-        e = expected["grads"][l]
-        assert exact(g.local_error) == vals(e["local"]), f"local error of layer {l}"
-        assert exact(g.bias_grad) == vals(e["bias_grad"]), f"bias gradient of layer {l}"
-        assert exact(g.weight_grad) == vals(e["weight_grad"]), f"weight gradient of layer {l}"
-        if l > 0:
-            assert exact(g.prop_err) == vals(e["prop"]), f"propagated error of layer {l}"
+    assert_stages_equal(trace, grads, expected)
     for l, p in enumerate(new_params):
         assert exact(p.weight) == vals(expected["weights"][l]), f"updated weight of layer {l}"
         assert exact(p.bias) == vals(expected["biases"][l]), f"updated bias of layer {l}"
