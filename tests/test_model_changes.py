@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
-from fixprop.nn import MLP, FixedArithmetic, FloatArithmetic
+from fixprop.nn import MLP, FixedArithmetic
 from int_mlp_oracle import Val, train_step
 
 BACKENDS = ["numpy", "numba"]
