@@ -532,6 +532,11 @@ def test_train_reports_the_fractions_of_every_epoch():
     assert len(fracs) == 3 and set(fracs[0]) == {"weight/0", "weight/1", "act/0", "act/1"}
     assert fracs[0] == {"weight/0": 6, "weight/1": 6, "act/0": 10, "act/1": 10}
     assert fracs[-1] != fracs[0]  # the fractions moved
+    from fixprop.explore.train import format_report
+
+    line = [text for text in format_report(result).splitlines() if text.startswith("dynamic fractions")]
+    assert line == ["dynamic fractions (start->end): " + ", ".join(
+        f"{site} {fracs[0][site]}->{frac}" for site, frac in fracs[-1].items())]
     assert train(TrainConfig(dataset="ik", epochs=1), Datapath.uniform(12, 8), count_casts=False)[
         "dynamic_fractions"] is None
 

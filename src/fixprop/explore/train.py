@@ -241,6 +241,10 @@ def format_report(result: dict) -> str:
     if classes:
         lines.append(f"final held-out accuracy: float {final['float_test_accuracy']:.2%}, "
                      f"fixed {final['fixed_test_accuracy']:.2%}")
+    fractions = result.get("dynamic_fractions")
+    if fractions:
+        moved = ", ".join(f"{site} {fractions[0][site]}->{frac}" for site, frac in fractions[-1].items())
+        lines.append(f"dynamic fractions (start->end): {moved}")
     if result.get("saturation") is not None:
         lines += [""] + format_saturation(result["saturation"], SATURATION_SCOPE)
     return "\n".join(lines)
