@@ -186,7 +186,7 @@ def test_compiled_engines_refuse_fidelity_datapaths_and_the_model_falls_back():
     dp = Datapath.uniform(16, 8)
     for fidelity in (dp.with_role("acc", replace(dp["acc"], accumulate="tree")),
                      replace(dp, roles={**dp.roles, "grad_product": RoleCast.of("s12.6")}),
-                     replace(dp, layers={1: {"weight_fwd": RoleCast.of("s8.4")}})):
+                     replace(dp, layers={1: {"acc": RoleCast(16, 8, True, "RND", "SAT", "sequential")}})):
         with pytest.raises(NotCompilable, match="step-by-step"):
             trace_program(net, fidelity, 2, update=True)
         with pytest.raises(NotCompilable, match="step-by-step"):
@@ -196,6 +196,30 @@ def test_compiled_engines_refuse_fidelity_datapaths_and_the_model_falls_back():
         model = net.fixed_model(fidelity, backend=backend)
         model.train_step(x, y)
         assert model._compiled(2, update=True) is None
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_working_copies_run_on_the_compiled_engines_and_equal_the_oracle(backend):
+    """Working copies are one cast each: the engines run them; two steps equal the oracle's."""
+    from fixprop.nn.kernels import NumbaStep
+
+    dp = Datapath.uniform(14, 8, "RND_CONV", "SAT", lr_shift=3)
+    dp = replace(dp, roles={**dp.roles, "weight_fwd": RoleCast.of("s7.4", "TRN", "SAT")},
+                 layers={1: {"bias_fwd": RoleCast.of("s6.3", "RND", "SAT_SYM")}})
+    net = MLP([3, 4, 2], init="uniform_neg", seed=4)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-2, 2, (3, 3)), rng.uniform(-1, 1, (3, 2))
+    model = net.fixed_model(dp, backend=backend)
+    params = net.init_params()
+    weights, biases = [p.weight.tolist() for p in params], [p.bias.tolist() for p in params]
+    for _ in range(2):
+        model.train_step(x, y)
+        want = train_step(dp, ["relu", "relu"], "sse", weights, biases, x.tolist(), y.tolist())
+        weights, biases = want["weights"], want["biases"]
+    step = model._compiled(3, update=True)
+    assert step is not None and isinstance(step, NumbaStep) == (backend == "numba")
+    for l, p in enumerate(model.params):
+        assert exact(p.weight) == vals(weights[l]) and exact(p.bias) == vals(biases[l])
 
 
 # -- the TOML schema ----------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from fixprop.nn.kernels import NumbaStep, numba_step, run_program  # noqa: E402
 
 ACTIVATIONS = ["relu", "leaky_relu:3", "linear", "hard_tanh", "hard_sigmoid", "pwl_sigmoid", "pwl_tanh", "pwl_sigmoid:output",
                "pwl_tanh:output"]
-#: Per-layer roles of datapaths the compiled engines run (the optional fidelity roles run step by step).
-ONE_CAST_LAYER_ROLES = [role for role in LAYER_ROLES if role not in OPTIONAL_ROLES]
+#: Per-layer roles of datapaths the compiled engines run (product casts run step by step; working copies
+#: are one cast each).
+ONE_CAST_LAYER_ROLES = [role for role in LAYER_ROLES if role not in OPTIONAL_ROLES] + ["weight_fwd", "bias_fwd"]
 LOSSES = ["sse", "half_sse", "mse"]
 STATE_ROLES = ("input", "target", "weight", "bias", "momentum")
 

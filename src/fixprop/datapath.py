@@ -414,6 +414,14 @@ class Datapath:
         working copy of the parameters, or a sum accumulated as a register or a tree."""
         return any(role in OPTIONAL_ROLES or cast.accumulate != "exact" for role, _, cast in self.all_casts())
 
+    @property
+    def needs_stepwise(self) -> bool:
+        """True when training must run on the exact step-by-step path: a product cast or a
+        register or tree accumulator (single products and partial sums, which the compiled
+        engines do not form), or dynamic fractions (every cast's values are counted)."""
+        return self.dynamic is not None or any(
+            role in PRODUCT_ROLE_OF.values() or cast.accumulate != "exact" for role, _, cast in self.all_casts())
+
     def cast_for(self, role: str, layer: int | None) -> RoleCast:
         """The cast of ``role`` at ``layer``: the layer's override, else the role's cast."""
         override = self.layers.get(layer) if layer is not None else None

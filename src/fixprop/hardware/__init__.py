@@ -41,10 +41,10 @@ def check_engine(net, datapath, x, y, steps: int, params, rng, tensors, backend:
     from fixprop.nn.arithmetic import FixedArithmetic
     from fixprop.nn.mlp import Model
 
-    if datapath.uses_fidelity or datapath.dynamic is not None:
-        raise ConfigError("this datapath (product casts, register accumulators, working copies or dynamic "
-                          "fractions) trains only on the step-by-step path that writes the bundle: there is no "
-                          "compiled engine to check; leave out --backend")
+    if datapath.needs_stepwise:
+        raise ConfigError("this datapath (product casts, register accumulators or dynamic fractions) trains "
+                          "only on the step-by-step path that writes the bundle: there is no compiled engine to "
+                          "check; leave out --backend")
     stochastic = [role for role in ("input", "target") if datapath.cast_for(role, None).rounding is Rounding.STOCH]
     if stochastic:
         roles = " and ".join(stochastic) + (" roles round" if len(stochastic) > 1 else " role rounds")

@@ -49,17 +49,17 @@ def real_array(x: Any, role: str) -> np.ndarray:
     return arr
 
 
-#: Why a compiled step refuses a datapath with hardware-fidelity features (NotCompilable): the
+#: Why a compiled step refuses a datapath that ``Datapath.needs_stepwise`` (NotCompilable): the
 #: Model then runs it on the exact step-by-step path.
-FIDELITY_IS_STEPWISE = ("product casts, register or tree accumulators and working copies of the parameters "
-                        "run on the exact step-by-step path (FixedArithmetic), not on a compiled engine")
+FIDELITY_IS_STEPWISE = ("product casts, register or tree accumulators and dynamic fractions run on the exact "
+                        "step-by-step path (FixedArithmetic), not on a compiled engine")
 
 
 class OneCastPerSum:
-    """Sums and parameters as a datapath without hardware-fidelity features computes them: a
-    matmul or batch sum is exact and cast once; forward and backward use the state itself. The
-    float arithmetic (casts are the identity) and the compiled steps' tracers (which refuse
-    datapaths with such features) use these; ``FixedArithmetic`` models the features."""
+    """Sums as a datapath without product casts or register accumulators computes them: a
+    matmul or batch sum is exact and cast once. The float arithmetic (casts are the identity)
+    and the compiled steps' tracers (which refuse datapaths with such sums) use these;
+    ``FixedArithmetic`` models them. Working copies are one cast each, here for every arithmetic."""
 
     def matmul_cast(self, x: Any, y: Any, role: str, layer: int | None = None) -> tuple[Any, Any]:
         """(the exact product ``x @ y``, its cast into ``role``)."""
@@ -71,8 +71,13 @@ class OneCastPerSum:
         return self.cast(x.sum(axis=0), role, layer)
 
     def working_copy(self, value: Any, role: str, layer: int | None = None) -> Any:
-        """The copy of a parameter (role weight or bias) that forward and backward compute with."""
-        return value
+        """The copy of a parameter (role weight or bias) that forward and backward use: cast into
+        weight_fwd / bias_fwd when the datapath has that role at ``layer``, else the state itself."""
+        datapath = getattr(self, "datapath", None)
+        working_role = f"{role}_fwd"
+        if datapath is None or datapath.optional_cast(working_role, layer) is None:
+            return value
+        return self.cast(value, working_role, layer)
 
 
 class FloatArithmetic(OneCastPerSum):
@@ -130,7 +135,7 @@ class FloatArithmetic(OneCastPerSum):
         return np.asarray(x, dtype=np.float64)
 
 
-class FixedArithmetic:
+class FixedArithmetic(OneCastPerSum):
     """Exact fixed-point arithmetic; ``cast(x, role)`` is the datapath's cast for that role.
 
     Args:
@@ -223,14 +228,6 @@ class FixedArithmetic:
             pairs = [self.cast(level[i] + level[i + 1], role, layer) for i in range(0, len(level) - 1, 2)]
             level = pairs + ([level[-1]] if len(level) % 2 else [])
         return None, level[0]
-
-    def working_copy(self, value: FixedArray, role: str, layer: int | None = None) -> FixedArray:
-        """The copy of a parameter (role weight or bias) that forward and backward use: cast into
-        weight_fwd / bias_fwd when the datapath has that role at ``layer``, else the state itself."""
-        working_role = f"{role}_fwd"
-        if self.datapath.optional_cast(working_role, layer) is None:
-            return value
-        return self.cast(value, working_role, layer)
 
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
         """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""

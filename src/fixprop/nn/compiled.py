@@ -286,7 +286,7 @@ class _TracingArithmetic(OneCastPerSum):
     """The arithmetic interface of ``nn/arithmetic.py``, writing code instead of computing."""
 
     def __init__(self, code: _Code, datapath: Datapath | None, float_settings: Any = None) -> None:
-        if datapath is not None and datapath.uses_fidelity:
+        if datapath is not None and datapath.needs_stepwise:
             raise NotCompilable(FIDELITY_IS_STEPWISE)
         self.code, self.datapath = code, datapath
         if datapath is not None:

@@ -304,7 +304,7 @@ class _ProgramArithmetic(OneCastPerSum):
     """The arithmetic interface of ``nn/arithmetic.py``, recording operations instead of computing."""
 
     def __init__(self, program: Program, datapath: Datapath) -> None:
-        if datapath.uses_fidelity:
+        if datapath.needs_stepwise:
             raise NotCompilable(FIDELITY_IS_STEPWISE)
         self.program, self.datapath = program, datapath
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
