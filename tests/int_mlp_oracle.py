@@ -166,6 +166,17 @@ def lookup_table(path: str, z: Fraction) -> tuple[Fraction, Fraction]:
     return Fraction(doc["values"][k]), Fraction(doc["derivatives"][k])
 
 
+def derivative_bits(name: str) -> int:
+    """k of the derivative's format u(k+1).k for the hardware activations (docs/datapath.md)."""
+    if name.startswith("lut:"):
+        import tomllib
+
+        with open(name[4:], "rb") as file:
+            table = tomllib.load(file)["derivatives"]
+        return max(Fraction(d).denominator.bit_length() - 1 for d in table)
+    return {"hard_sigmoid": 2, "pwl_sigmoid": 5, "pwl_tanh": 3}[name]
+
+
 def hardware_activation(name: str, z: Fraction) -> tuple[Fraction, Fraction] | None:
     """(f(z), f'(z)) of the hardware activations from their definitions in docs/datapath.md."""
     if name.startswith("lut:"):
@@ -208,8 +219,9 @@ def derivative(name: str, z: Val, relu_at_zero: float, a: Val | None = None) -> 
         one = Val(1, 0)
         return one - a * a if name.startswith("pwl_tanh") else a * (one - a)
     hardware = hardware_activation(name, z.fraction())
-    if hardware is not None:
-        return exact_val(hardware[1])
+    if hardware is not None:  # docs/datapath.md: f'(z) in u(k+1).k, k the largest slope shift (a table's bits)
+        k = derivative_bits(name)
+        return Val(int(hardware[1] * 2**k), k)
     if name == "relu":
         half_units = 2 if z.raw > 0 else (int(relu_at_zero * 2) if z.raw == 0 else 0)
         return Val(half_units, 1)

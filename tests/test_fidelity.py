@@ -624,3 +624,16 @@ def test_proposals_keep_per_layer_fidelity_overrides():
         assert proposed.optional_cast("weight_fwd", 1).word == 12 and proposed.optional_cast("product", 1).word == 12
         assert proposed.optional_cast("weight_fwd", 0) is None
         assert proposed.cast_for("acc", 1).accumulate == "tree" and proposed.cast_for("acc", 0).accumulate == "exact"
+
+
+
+def test_full_frac_casts_after_piecewise_linear_activations():
+    """bias_grad with a fixed word and frac "full" keeps the derivative's documented u(k+1).k
+    fraction: equal to the oracle; act with a fixed word and frac "full" is refused."""
+    dp = Datapath.uniform(10, 5, "RND", "SAT", lr_shift=2)
+    full_grad = dp.with_role("bias_grad", RoleCast(10, None, True, "RND", "SAT"))
+    net = MLP([2, 3, 2], "pwl_sigmoid", "linear", "sse", init="uniform_neg", seed=7)
+    x, y = np.array([[1.5, -0.75], [0.25, 2.0]]), np.array([[0.5, -1.0], [1.0, 0.25]])
+    assert_equals_oracle(net, full_grad, ["pwl_sigmoid", "linear"], "sse", net.init_params(), x, y)
+    with pytest.raises(ConfigError, match="layer 0: pwl_sigmoid into act with word 10 and frac 'full'"):
+        net.fixed_model(dp.with_role("act", RoleCast(10, None, True, "RND", "SAT")))

@@ -138,8 +138,22 @@ class MLP:
         datapath = getattr(ar, "datapath", None)
         if datapath is not None:
             datapath.check_layers(self.n_layers)
+            self._check_activation_casts(datapath)
         return [LayerParams(ar.data(p.weight, "weight", layer=i), ar.data(p.bias, "bias", layer=i))
                 for i, p in enumerate(params)]
+
+    def _check_activation_casts(self, datapath: Datapath) -> None:
+        """A piecewise-linear or table activation's exact output has the format its pieces'
+        selection gives (docs/datapath.md): an ``act`` cast with a fixed word and ``frac =
+        "full"`` would leave integer bits that depend on it. Refused (ConfigError)."""
+        from fixprop.nn.activations import FromOutput, PiecewiseLinear
+
+        for i in range(self.n_layers):
+            cast = datapath.cast_for("act", i)
+            if isinstance(self.activation_of(i), (PiecewiseLinear, FromOutput)) and cast.word is not None \
+                    and cast.frac is None:
+                raise ConfigError(f"layer {i}: {self.activation_of(i)} into act with word {cast.word} and frac "
+                                  "'full': give act a fixed frac with piecewise-linear and table activations")
 
     def _check_params(self, params: Sequence[LayerParams]) -> None:
         if len(params) != self.n_layers:
