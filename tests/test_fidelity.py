@@ -637,3 +637,47 @@ def test_full_frac_casts_after_piecewise_linear_activations():
     assert_equals_oracle(net, full_grad, ["pwl_sigmoid", "linear"], "sse", net.init_params(), x, y)
     with pytest.raises(ConfigError, match="layer 0: pwl_sigmoid into act with word 10 and frac 'full'"):
         net.fixed_model(dp.with_role("act", RoleCast(10, None, True, "RND", "SAT")))
+
+
+def _momentum_dynamic_datapath() -> Datapath:
+    from fixprop.datapath import DynamicRule
+
+    dp = replace(Datapath.uniform(12, 6, "RND_CONV", "SAT"), momentum=FixedConstant(0.5, QFormat(4, 4, False)))
+    roles = dict(dp.roles)
+    roles["weight"] = replace(roles["weight"], dynamic=(2, 10))
+    roles["momentum"] = replace(roles["momentum"], dynamic=(2, 10))
+    return replace(dp, roles=roles, dynamic=DynamicRule(1, 0.0))
+
+
+def test_moved_state_and_velocity_are_cast_into_their_new_formats():
+    """Every step is a check: after each, every weight and velocity is in its site's current
+    format (the momentum role's, not another's), and the sites are the casts the network makes."""
+    dp = _momentum_dynamic_datapath()
+    net = MLP([3, 4, 2], init="uniform_neg", seed=1)
+    model = net.fixed_model(dp)
+    assert model.dynamic_fractions().sites == [("weight", 0), ("weight", 1), ("momentum", 0), ("momentum", 1)]
+    rng = np.random.default_rng(2)
+    moved = False
+    for _ in range(4):
+        model.train_step(rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 2)))
+        current = model.arithmetic.datapath
+        moved |= current.cast_for("weight", 0).frac != 6
+        for i, (p, v) in enumerate(zip(model.params, model.velocity)):
+            assert p.weight.fmt == current.cast_for("weight", i).fmt
+            assert v.weight.fmt == v.bias.fmt == current.cast_for("momentum", i).fmt
+    assert moved
+
+
+def test_a_failed_step_counts_nothing_and_a_new_datapath_restarts_the_fractions():
+    from fixprop.errors import NonFiniteError
+
+    dp = _momentum_dynamic_datapath()
+    net = MLP([3, 4, 2], seed=1)
+    model = net.fixed_model(replace(dp, dynamic=replace(dp.dynamic, interval=5)))
+    dynamic = model.dynamic_fractions()
+    with pytest.raises(NonFiniteError):
+        model.train_step(np.full((2, 3), 40.0), np.array([[0.0, np.nan], [0.0, 0.0]]))
+    assert all(counts == [0, 0, 0] for counts in dynamic.counts.values()) and dynamic.steps == 0
+    other = dp.with_fracs({("weight", 0): 4})
+    model.arithmetic.datapath = other
+    assert model.dynamic_fractions() is not dynamic and model.dynamic_fractions().fractions()["weight/0"] == 4

@@ -388,6 +388,10 @@ class Datapath:
         sites = []
         for role in ROLES + OPTIONAL_ROLES:
             layers: list[int | None] = [None] if role in ("input", "target") else list(range(n_layers))
+            if role == "out_err":  # cast only at the last layer
+                layers = [n_layers - 1]
+            elif role in ("prop_err", "prop_product"):  # not at the first layer (no error goes below it)
+                layers = list(range(1, n_layers))
             for layer in layers:
                 cast = self.optional_cast(role, layer) if role in OPTIONAL_ROLES else (
                     self.cast_for(role, layer) if role in self.roles else None)

@@ -314,7 +314,10 @@ def load_lut(path: str | Path) -> PiecewiseLinear:
 def lut_toml(z_min: float, step: float, values: Sequence[float], derivatives: Sequence[float], name: str = "") -> str:
     """The TOML text of a lookup-table activation (``load_lut`` reads it); ``len(values)`` must be
     a power of two."""
-    bits = max(len(values).bit_length() - 1, 0)
+    bits = len(values).bit_length() - 1
+    if len(values) < 2 or len(values) != 1 << bits or len(derivatives) != len(values):
+        raise ConfigError(f"a lookup table needs 2**k >= 2 values and as many derivatives; got {len(values)} "
+                          f"and {len(derivatives)}")
     lines = [f'name = "{name}"'] if name else []
     lines += [f"z_min = {float(z_min)!r}", f"step = {float(step)!r}", f"index_bits = {bits}",
               "values = [" + ", ".join(repr(float(v)) for v in values) + "]",

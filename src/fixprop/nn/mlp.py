@@ -378,12 +378,20 @@ class Model:
             return self._train_step(x, y)
         ar = self.arithmetic
         original = ar.observer
+        before = {site: list(counts) for site, counts in dynamic.counts.items()}
         ar.observer = dynamic.watching(original)
         try:
             loss = self._train_step(x, y)
+        except BaseException:  # a step that failed (bad data) counts nothing
+            dynamic.counts = before
+            raise
         finally:
             ar.observer = original
-        self.params, self.velocity = dynamic.step_done(ar, self.params, self.velocity)
+        ar.observer = None  # a move's re-cast of the state is not a training step's cast
+        try:
+            self.params, self.velocity = dynamic.step_done(ar, self.params, self.velocity)
+        finally:
+            ar.observer = original
         return loss
 
     def dynamic_fractions(self):
@@ -393,7 +401,8 @@ class Model:
         datapath = getattr(ar, "datapath", None)
         if datapath is None or datapath.dynamic is None:
             return None
-        if self._dynamic is None or self._dynamic.arithmetic is not ar:
+        if self._dynamic is None or self._dynamic.arithmetic is not ar or self._dynamic.datapath is not datapath:
+            # first use, or the arithmetic or its datapath was replaced: start from its fractions
             from fixprop.nn.dynamic import DynamicFractions
 
             self._dynamic = DynamicFractions(datapath, self.net.n_layers)
