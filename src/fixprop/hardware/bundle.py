@@ -187,7 +187,6 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
         grads = net.backward(ar, state, trace, ys)
         new_state, velocity = net.sgd_step(ar, state, grads, velocity)
         if dynamic is not None:  # every interval steps the fractions move; the state is cast into them
-            ar.observer = None
             new_state, velocity = dynamic.step_done(ar, new_state, velocity)
         for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
             values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "weight_fwd": layer.weight,

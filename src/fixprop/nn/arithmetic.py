@@ -192,8 +192,7 @@ class FixedArithmetic(OneCastPerSum):
         product_cast = self.datapath.optional_cast(product_role, layer)
         accumulate = self.datapath.cast_for(role, layer).accumulate
         if product_cast is None and accumulate == "exact":
-            exact = x @ y
-            return exact, self.cast(exact, role, layer)
+            return super().matmul_cast(x, y, role, layer)
         terms = [x[:, k:k + 1] * y[k:k + 1, :] for k in range(x.shape[1])]  # exact products, (M, N) each
         if product_cast is not None:
             terms = [self.cast(t, product_role, layer) for t in terms]
@@ -204,7 +203,7 @@ class FixedArithmetic(OneCastPerSum):
         mode says (samples in order)."""
         accumulate = self.datapath.cast_for(role, layer).accumulate
         if accumulate == "exact":
-            return self.cast(x.sum(axis=0), role, layer)
+            return super().sum_cast(x, role, layer)
         return self._accumulate([x[b] for b in range(x.shape[0])], role, layer, accumulate)[1]
 
     def _accumulate(self, terms: list[FixedArray], role: str, layer: int | None,
@@ -214,7 +213,7 @@ class FixedArithmetic(OneCastPerSum):
         k = 1..K-1 (a register that starts at 0); tree: levels of cast(t_2i + t_2i+1), an odd
         last term passed up as it is, the root cast when it is a single term (K = 1)."""
         if accumulate == "exact":
-            exact = _exact_sum(terms)
+            exact = _pairwise(terms, lambda a, b: a + b)
             return exact, self.cast(exact, role, layer)
         if accumulate == "sequential":
             register = self.cast(terms[0], role, layer)
@@ -223,11 +222,7 @@ class FixedArithmetic(OneCastPerSum):
             return None, register
         if len(terms) == 1:
             return None, self.cast(terms[0], role, layer)
-        level = terms
-        while len(level) > 1:
-            pairs = [self.cast(level[i] + level[i + 1], role, layer) for i in range(0, len(level) - 1, 2)]
-            level = pairs + ([level[-1]] if len(level) % 2 else [])
-        return None, level[0]
+        return None, _pairwise(terms, lambda a, b: self.cast(a + b, role, layer))
 
     def dyadic(self, values: np.ndarray, frac: int) -> FixedArray:
         """Exact constants in [0, 1] that are multiples of 2**-frac, in format u(frac+1).frac."""
@@ -266,11 +261,13 @@ class FixedArithmetic(OneCastPerSum):
         return x.to_float()
 
 
-def _exact_sum(terms: list[FixedArray]) -> FixedArray:
-    """The exact elementwise sum of the terms, added pairwise (the format grows by
-    ceil(log2 K) bits, as a K-term adder tree's)."""
+def _pairwise(terms: list[FixedArray], combine: Callable[[FixedArray, FixedArray], FixedArray]) -> FixedArray:
+    """A balanced binary tree over the terms: level by level, ``combine(t_2i, t_2i+1)``, an odd
+    last term passed up unchanged. With exact addition the format grows by ceil(log2 K) bits,
+    as a K-term adder tree's."""
     while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
+        pairs = [combine(terms[i], terms[i + 1]) for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
     return terms[0]
 
 

@@ -90,7 +90,8 @@ class DynamicFractions:
 
     def step_done(self, ar: Any, params: list, velocity: list | None) -> tuple[list, list | None]:
         """After a training step: every ``interval`` steps, move the fractions, give ``ar`` the
-        new datapath and return the parameters and velocities cast into their new formats."""
+        new datapath and return the parameters and velocities cast into their new formats (that
+        re-cast is not a training step's cast: ``ar``'s observer does not see it)."""
         self.steps += 1
         if self.steps % self.rule.interval:
             return params, velocity
@@ -110,7 +111,11 @@ class DynamicFractions:
         if fracs:
             self.datapath = self.datapath.with_fracs(fracs)
             ar.datapath = self.datapath
-            params, velocity = _recast_state(ar, params, velocity, fracs)
+            observer, ar.observer = ar.observer, None
+            try:
+                params, velocity = _recast_state(ar, params, velocity, fracs)
+            finally:
+                ar.observer = observer
         self.history.append(self.fractions())
         return params, velocity
 

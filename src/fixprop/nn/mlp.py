@@ -387,11 +387,7 @@ class Model:
             raise
         finally:
             ar.observer = original
-        ar.observer = None  # a move's re-cast of the state is not a training step's cast
-        try:
-            self.params, self.velocity = dynamic.step_done(ar, self.params, self.velocity)
-        finally:
-            ar.observer = original
+        self.params, self.velocity = dynamic.step_done(ar, self.params, self.velocity)
         return loss
 
     def dynamic_fractions(self):
