@@ -279,3 +279,26 @@ def test_check_points_refuses_what_would_fail_at_every_point(tmp_path):
     with pytest.raises(ConfigError, match=r"template .*layer2.toml \(the train measure's network\): .*"
                                           r"overrides layer\(s\) \[2\] but the network has 2 layer\(s\)"):
         sweep.check_points(points(str(layer2), measures=("gradient", "train"), train_config={"hidden": [4]}))
+
+
+def test_the_distributed_cancel_bug_record_is_dropped_and_no_other():
+    """distributed can log a NameError from sync()'s cancel callback on Ctrl-C (seen once in a
+    fresh-clone run): that record, and only that one, is filtered from tornado's logger."""
+    import logging
+    import sys
+
+    from fixprop.explore.sweep import _DistributedCancelBug
+
+    def record(error):
+        try:
+            raise error
+        except type(error):
+            return logging.LogRecord("tornado.application", logging.ERROR, __file__, 1, "Exception in callback",
+                                     None, sys.exc_info())
+
+    bug = NameError("cannot access free variable 'future' where it is not associated with a value in enclosing scope")
+    quiet = _DistributedCancelBug()
+    assert not quiet.filter(record(bug))
+    assert quiet.filter(record(NameError("name 'x' is not defined")))
+    assert quiet.filter(record(ValueError("free variable 'future'")))
+    assert quiet.filter(logging.LogRecord("tornado.application", logging.ERROR, __file__, 1, "plain", None, None))

@@ -338,6 +338,16 @@ def _result_of(future: Any, point: dict) -> dict:
                 "seconds": math.nan}
 
 
+class _DistributedCancelBug(logging.Filter):
+    """Drops one log record: on Ctrl-C during a Dask call, distributed (2026.8) can log
+    "NameError: cannot access free variable 'future'" from its ``sync()``'s cancel callback
+    through tornado's logger, a traceback about nothing the user did (the sweep stops cleanly)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, NameError) and "free variable 'future'" in str(error))
+
+
 def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[dict], None],
               executor: dict) -> None:
     """The points on a Dask cluster (``dask`` as in :func:`run_sweep`); ``executor`` is filled in
@@ -350,6 +360,9 @@ def _run_dask(points: Sequence[dict], workers: int, dask: Any, done: Callable[[d
     cluster = client = None
     futures: dict = {}
     finished = False
+    tornado_log = logging.getLogger("tornado.application")  # it may log the bug late: the filter stays
+    if not any(isinstance(f, _DistributedCancelBug) for f in tornado_log.filters):
+        tornado_log.addFilter(_DistributedCancelBug())
     executor.update(kind="dask", address=None, local=dask == "local")
     try:
         if isinstance(dask, Client):
