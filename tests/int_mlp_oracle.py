@@ -313,10 +313,13 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
             mu = Val(dp.momentum.raw, dp.momentum.fmt.frac)
             v_new = cast(mu * v_old + grad, dp.cast_for("momentum", l))
             s = v_new
-        return cast(value - cast(lr_times(s), dp.cast_for("update", l)), dp.cast_for(role, l)), v_new
+        u = cast(lr_times(s), dp.cast_for("update", l))
+        updates.append(u)
+        return cast(value - u, dp.cast_for(role, l)), v_new
 
-    new_W, new_B, new_V = [], [], []
+    new_W, new_B, new_V, new_U = [], [], [], []
     for l in range(len(W)):
+        updates: list[Val] = []  # this layer's u = cast_update(lr * step), weights row-major then biases
         vw = velocity[l][0] if velocity else None
         vb = velocity[l][1] if velocity else None
         w_rows, vw_rows = [], []
@@ -329,4 +332,7 @@ def train_step(dp, activations: list[str], loss: str, weights, biases, xs, ys, v
         new_W.append(w_rows)
         new_B.append([p[0] for p in b_pairs])
         new_V.append((vw_rows, [p[1] for p in b_pairs]))
-    return {"acts": acts, "pres": pres, "grads": grads, "weights": new_W, "biases": new_B, "velocity": new_V}
+        n_w = len(W[l]) * len(W[l][0])
+        new_U.append((updates[:n_w], updates[n_w:]))
+    return {"acts": acts, "pres": pres, "grads": grads, "weights": new_W, "biases": new_B, "velocity": new_V,
+            "updates": new_U, "targets": Y}

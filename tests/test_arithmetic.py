@@ -170,3 +170,21 @@ def test_views_keep_format_and_are_read_only():
     with pytest.raises(ValueError):
         x.raw[0, 0] = 1
     assert "u8.4" in repr(x) and "0.3125" in repr(x)
+
+
+@pytest.mark.parametrize("fa, fb", [("u8.4", "u6.2"), ("u6.2", "u8.4"), ("u5.7", "u9.0"), ("u1.0", "u1.0"),
+                                    ("u64.30", "u40.2")])
+def test_unsigned_minus_unsigned_is_one_bit_wider_than_the_union(fa, fb):
+    """ap_fixed's rule for ap_ufixed - ap_ufixed: signed, max(I) + 1 integer bits, max frac. It
+    holds both extreme differences (max - 0 and 0 - max) exactly, and one bit fewer would not."""
+    a_fmt, b_fmt = QFormat.parse(fa), QFormat.parse(fb)
+    int_bits = max(a_fmt.word - a_fmt.frac, b_fmt.word - b_fmt.frac) + 1
+    frac = max(a_fmt.frac, b_fmt.frac)
+    a = FixedArray([a_fmt.raw_max, 0], a_fmt)
+    b = FixedArray([0, b_fmt.raw_max], b_fmt)
+    diff = a - b
+    assert diff.fmt == QFormat(int_bits + frac, frac, True)
+    want = [Fraction(a_fmt.raw_max, 2**a_fmt.frac), -Fraction(b_fmt.raw_max, 2**b_fmt.frac)]
+    assert_exact(diff, want)
+    narrower = QFormat(int_bits + frac - 1, frac, True)
+    assert any(not (narrower.raw_min <= v * 2**frac <= narrower.raw_max) for v in want)

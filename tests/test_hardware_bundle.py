@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from fixprop import Datapath, FixedArray, MLP, QFormat
+from fixprop.datapath import FixedConstant
 from fixprop.cli import main
 from fixprop.hardware import STAGES, BundleError, export, load, training_tensors
 from fixprop.hardware import bundle as bundle_module
@@ -38,7 +40,8 @@ def test_round_trip_is_bit_identical_for_every_file_kind(bundle):
     net, dp, x, y, path = bundle
     expected = dict(training_tensors(net, dp, x, y, 3))
     loaded = load(path)
-    assert set(loaded.tensors) == set(expected) and len(expected) == 3 * 2 * len(STAGES)
+    per_step = 2 * (len(STAGES) - 2) + 1  # no momentum: no velocity stages; one target per step
+    assert set(loaded.tensors) == set(expected) and len(expected) == 3 * per_step
     manifest = json.loads((path / "manifest.json").read_text())
     npz = np.load(path / "tensors.npz")
     for entry in manifest["tensors"]:
@@ -110,7 +113,7 @@ def test_writing_is_atomic(tmp_path, monkeypatch):
 def test_existing_bundles_are_kept_unless_replaced(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "b"), "--steps", "2", "--batch", "3", "--word", "16",
                  "--frac", "8"]) == 0
-    assert "wrote 78 tensors of 2 step(s)" in capsys.readouterr().out  # 2 steps x 3 layers x 13 stages
+    assert "wrote 92 tensors of 2 step(s)" in capsys.readouterr().out  # 2 x (3 layers x 15 stages + target)
     assert main(["export", "--out", str(tmp_path / "b")]) == 2
     assert "exists" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "b"), "--force", "--shape", "3,5"]) == 0
@@ -123,7 +126,7 @@ def test_existing_bundles_are_kept_unless_replaced(tmp_path, capsys):
     (lambda m: m["tensors"][3].update(signed=False), "the manifest says"),
     (lambda m: m["tensors"][3].update(word=20), "the manifest says"),
     (lambda m: m["tensors"].pop(5), "lists no tensor"),
-    (lambda m: m.update(bundle_format=99), "not a fixprop bundle of format 1"),
+    (lambda m: m.update(bundle_format=99), "not a fixprop bundle of format 2"),
     (lambda m: m.pop("datapath_file"), "manifest.json has no key 'datapath_file'"),
     (lambda m: m["network"].update(steps=4), "lists no tensor step3"),
 ])
@@ -158,3 +161,44 @@ def test_force_replaces_only_bundles_and_bundles_are_readable(tmp_path):
     assert (user_dir / "notes.txt").read_text() == "keep me"
     assert main(["export", "--out", str(tmp_path / "b")]) == 0
     assert stat.S_IMODE(os.stat(tmp_path / "b").st_mode) & 0o055 == 0o055  # group and others can read
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+def test_targets_updates_and_velocities_equal_the_int_oracle(tmp_path, momentum):
+    """The tensors a C simulation needs besides the stages (format 2): each step's quantized
+    targets, u = cast_update(lr * step) and, with momentum, v = cast_momentum(mu v + g), equal the
+    independent Python-int network's (tests/int_mlp_oracle.py) over 3 steps."""
+    from int_mlp_oracle import Val, train_step
+
+    net = MLP([3, 4, 2], seed=1)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-1, 1, (6, 3)), rng.uniform(-1, 1, (6, 2))
+    dp = Datapath.seed(13, 6)
+    if momentum:
+        dp = dataclasses.replace(dp, momentum=FixedConstant(0.75, QFormat(4, 4, False)))
+    path = export(net, dp, x, y, 3, tmp_path / "bundle")
+    b = load(path)
+    assert (dp.momentum is not None) == momentum
+    params = net.init_params()
+    weights = [p.weight.tolist() for p in params]
+    biases = [p.bias.tolist() for p in params]
+    velocity = None
+    if momentum:
+        velocity = [([[Val(0, 0)] * 3 for _ in range(4)], [Val(0, 0)] * 4), ([[Val(0, 0)] * 4 for _ in range(2)], [Val(0, 0)] * 2)]
+    for t in range(3):
+        want = train_step(dp, ["relu", "relu"], "sse", weights, biases, x[2 * t:2 * t + 2].tolist(),
+                          y[2 * t:2 * t + 2].tolist(), velocity)
+        got_target = b[f"step{t}/target"]
+        assert got_target.raw.tolist() == [[v.at(got_target.fmt.frac) for v in row] for row in want["targets"]]
+        for layer in range(2):
+            for kind, index in (("weight", 0), ("bias", 1)):
+                got = b[f"step{t}/layer{layer}/{kind}_update"]
+                assert got.raw.reshape(-1).tolist() == [v.at(got.fmt.frac) for v in want["updates"][layer][index]]
+                if momentum:
+                    got_v = b[f"step{t}/layer{layer}/{kind}_velocity"]
+                    flat = want["velocity"][layer][index]
+                    flat = [v for row in flat for v in row] if kind == "weight" else flat
+                    assert got_v.raw.reshape(-1).tolist() == [v.at(got_v.fmt.frac) for v in flat]
+                elif f"step{t}/layer{layer}/{kind}_velocity" in b.tensors:
+                    raise AssertionError("velocity tensors without momentum")
+        weights, biases, velocity = want["weights"], want["biases"], want["velocity"] if momentum else None

@@ -189,7 +189,12 @@ def add_format(a: QFormat, b: QFormat) -> QFormat:
 
 @lru_cache(maxsize=4096)
 def sub_format(a: QFormat, b: QFormat) -> QFormat:
-    """Format of ``a - b``: always signed; union of the signed promotions plus one integer bit."""
+    """Format of ``a - b``: always signed; union of the signed promotions plus one integer bit.
+    Both unsigned: their union plus a sign bit (``(-2**I, 2**I)`` fits signed ``I + 1`` integer
+    bits), which is ap_fixed's rule for ``ap_ufixed - ap_ufixed``."""
+    if not a.signed and not b.signed:
+        u = union_format(a, b)
+        return QFormat(u.word + 1, u.frac, True)
     u = union_format(promote_signed(a), promote_signed(b))
     return QFormat(u.word + 1, u.frac, True)
 

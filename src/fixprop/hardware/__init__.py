@@ -29,7 +29,7 @@ def export(net, datapath, x, y, steps: int, out, params=None, rng=None, overwrit
     network = {"layer_sizes": net.layer_sizes, "activation": str(net.activation),
                "output_activation": str(net.output_activation), "loss": net.loss.name,
                "init": net.init, "seed": net.seed, "steps": steps, "batch": len(x) // steps}
-    return write(tensors, out, datapath, network, overwrite)
+    return write(tensors, out, datapath, network, overwrite, lfsr=rng if isinstance(rng, LfsrSource) else None)
 
 
 def check_engine(net, datapath, x, y, steps: int, params, rng, tensors, backend: str) -> None:

@@ -11,10 +11,11 @@ A bundle is a directory:
 - ``tensors.npz``: every tensor's raw integers (int64; hex strings for words above 64 bits);
 - ``datapath.toml``.
 
-Tensor names are ``step{t}/layer{i}/{role}`` with roles ``input weight bias product acc pre act
-error local weight_grad bias_grad weight_updated bias_updated`` (docs/hardware.md), and
-``step{t}/lfsr_state`` (the LFSR lanes at the start of step t) when the random source is an
-``LfsrSource``. A bundle is
+Tensor names are ``step{t}/layer{i}/{stage}`` with stages ``input weight bias product acc pre act
+error local weight_grad bias_grad [weight_velocity bias_velocity] weight_update bias_update
+weight_updated bias_updated`` (docs/hardware.md), ``step{t}/target`` (the step's targets in the
+target role), and ``step{t}/lfsr_state`` (the LFSR lanes at the start of step t) when the random
+source is an ``LfsrSource``. A bundle is
 written into a temporary directory and renamed into place, so a failure leaves no half-written
 bundle; :func:`load` checks every file against the manifest's hashes.
 """
@@ -44,20 +45,26 @@ from fixprop.nn.arithmetic import FixedArithmetic
 from fixprop.nn.dynamic import DynamicFractions
 from fixprop.nn.mlp import MLP, LayerParams
 
-#: The roles exported per step and layer, in the order the hardware computes them (a datapath
-#: with working copies or register accumulators changes the list a little: :func:`layer_stages`).
+#: The stages exported per step and layer, in the order the hardware computes them (a datapath
+#: with working copies, register accumulators or momentum changes the list a little:
+#: :func:`layer_stages`). ``*_velocity`` is the momentum role's cast (only with momentum),
+#: ``*_update`` the update role's ``u = cast(lr * step)``.
 STAGES = ("input", "weight", "bias", "product", "acc", "pre", "act", "error", "local",
-          "weight_grad", "bias_grad", "weight_updated", "bias_updated")
+          "weight_grad", "bias_grad", "weight_velocity", "bias_velocity", "weight_update", "bias_update",
+          "weight_updated", "bias_updated")
 
 
 def layer_stages(datapath: Datapath, layer: int) -> tuple[str, ...]:
     """The stages a bundle holds for ``layer`` under ``datapath``: :data:`STAGES`, with the
     working copies ``weight_fwd`` / ``bias_fwd`` after ``bias`` when the datapath has them at
     that layer, and without ``product`` when the layer's acc is a register or adder tree
-    (``accumulate`` sequential or tree: no exact sum exists; ``acc`` holds the result)."""
+    (``accumulate`` sequential or tree: no exact sum exists; ``acc`` holds the result), and with
+    ``weight_velocity`` / ``bias_velocity`` only when the datapath has momentum."""
     stages = []
     for stage in STAGES:
         if stage == "product" and datapath.cast_for("acc", layer).accumulate != "exact":
+            continue
+        if stage.endswith("_velocity") and datapath.momentum is None:
             continue
         stages.append(stage)
         if stage == "bias":
@@ -66,7 +73,8 @@ def layer_stages(datapath: Datapath, layer: int) -> tuple[str, ...]:
     return tuple(stages)
 MANIFEST = "manifest.json"
 NPZ = "tensors.npz"
-FORMAT_VERSION = 1
+#: 2: adds step{t}/target, the update and velocity stages, and the manifest's "lfsr" table.
+FORMAT_VERSION = 2
 
 
 class BundleError(FixpropError, ValueError):
@@ -184,16 +192,23 @@ def training_tensors(net: MLP, datapath: Datapath, x: np.ndarray, y: np.ndarray,
         ar.observer = None if dynamic is None else dynamic.observer  # counts the step's casts
         layer_names = [layer_stages(ar.datapath, i) for i in range(net.n_layers)]  # this step's datapath
         trace = net.forward(ar, state, xs)
-        grads = net.backward(ar, state, trace, ys)
-        new_state, velocity = net.sgd_step(ar, state, grads, velocity)
+        target = ar.data(MLP._batch(ys, net.layer_sizes[-1], "y"), "target")  # where backward casts it
+        grads = net.backward(ar, state, trace, target)
+        updates: list[LayerParams] = []
+        new_state, new_velocity = net.sgd_step(ar, state, grads, velocity, updates=updates)
+        velocity = new_velocity
         if dynamic is not None:  # every interval steps the fractions move; the state is cast into them
             new_state, velocity = dynamic.step_done(ar, new_state, velocity)
-        for i, (layer, g, p, q) in enumerate(zip(trace.layers, grads, state, new_state)):
+        tensors.append((f"step{t}/target", target))
+        for i, (layer, g, p, q, u) in enumerate(zip(trace.layers, grads, state, new_state, updates)):
+            v = new_velocity[i] if new_velocity is not None else LayerParams(None, None)
             values = {"input": layer.input, "weight": p.weight, "bias": p.bias, "weight_fwd": layer.weight,
                       "bias_fwd": layer.bias, "product": layer.product,
                       "acc": layer.pre_full, "pre": layer.pre, "act": layer.act, "error": g.error,
                       "local": g.local_error,
                       "weight_grad": g.weight_grad, "bias_grad": g.bias_grad,
+                      "weight_velocity": v.weight, "bias_velocity": v.bias,
+                      "weight_update": u.weight, "bias_update": u.bias,
                       "weight_updated": q.weight, "bias_updated": q.bias}
             tensors += [(f"step{t}/layer{i}/{stage}", values[stage]) for stage in layer_names[i]]
         state = new_state
@@ -213,8 +228,11 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
 
 
 def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: Datapath,
-          network: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+          network: dict[str, Any] | None = None, overwrite: bool = False,
+          lfsr: LfsrSource | None = None) -> Path:
     """Write a bundle atomically: into a temporary directory beside ``out``, then renamed.
+    ``lfsr``: the LFSR source the steps' stochastic casts drew from, recorded in the manifest
+    (``"lfsr": {"seed", "bits", "width", "taps"}``) so a testbench can rebuild its lanes.
 
     An existing ``out`` is an error unless ``overwrite`` and it is a bundle; it is then moved aside,
     the new bundle renamed in, and the old one deleted (two renames: ``out`` is briefly absent).
@@ -242,6 +260,8 @@ def write(tensors: Sequence[tuple[str, FixedArray]], out: str | Path, datapath: 
         manifest = {"fixprop": fixprop.__version__, "bundle_format": FORMAT_VERSION,
                     "datapath": datapath.to_toml(), "datapath_file": "datapath.toml",
                     "network": network or {}, "tensors": entries}
+        if lfsr is not None:
+            manifest["lfsr"] = {"seed": lfsr.seed, "bits": lfsr.bits, "width": lfsr.width, "taps": lfsr.taps}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         if out.exists():  # replace: move the old bundle aside, the new one in, then drop the old
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
@@ -416,8 +436,9 @@ def _check_complete(manifest: dict, datapath: Datapath, where: str) -> None:
     layer_sizes = _field(network, "layer_sizes", list, f"{where} network")
     names = {_field(entry, "name", str, f"{where}: tensor #{index}")
              for index, entry in enumerate(manifest["tensors"])}
-    missing = [f"step{t}/layer{i}/{stage}" for t in range(steps)
-               for i in range(len(layer_sizes) - 1) for stage in layer_stages(datapath, i)
-               if f"step{t}/layer{i}/{stage}" not in names]
+    promised = [f"step{t}/layer{i}/{stage}" for t in range(steps)
+                for i in range(len(layer_sizes) - 1) for stage in layer_stages(datapath, i)]
+    promised += [f"step{t}/target" for t in range(steps)]
+    missing = [name for name in promised if name not in names]
     if missing:
         raise BundleError(f"{where}: the manifest lists no tensor {missing[0]} ({len(missing)} missing in all)")

@@ -203,12 +203,14 @@ class MLP:
         params: Sequence[LayerParams],
         grads: Sequence[LayerGrads],
         velocity: list[LayerParams] | None = None,
+        updates: list[LayerParams] | None = None,
     ) -> tuple[list[LayerParams], list[LayerParams] | None]:
         """One SGD update: v = cast(mu v + g, momentum) when momentum is used;
-        u = cast(lr * (v or g), update); param = cast(param - u, weight | bias)."""
+        u = cast(lr * (v or g), update); param = cast(param - u, weight | bias). When ``updates``
+        is a list, each layer's (weight u, bias u) is appended to it (test vectors keep them)."""
         new_params, new_velocity = [], []
         for i, (p, g) in enumerate(zip(params, grads)):
-            updated, velocities = [], []
+            updated, velocities, applied = [], [], []
             for value, grad, role, old_v in ((p.weight, g.weight_grad, "weight", velocity and velocity[i].weight),
                                              (p.bias, g.bias_grad, "bias", velocity and velocity[i].bias)):
                 step = grad
@@ -217,7 +219,10 @@ class MLP:
                     velocities.append(step)
                 update = ar.cast(ar.times_lr(step), "update", layer=i)
                 updated.append(ar.cast(value - update, role, layer=i))
+                applied.append(update)
             new_params.append(LayerParams(*updated))
+            if updates is not None:
+                updates.append(LayerParams(*applied))
             if velocity is not None:
                 new_velocity.append(LayerParams(*velocities))
         return new_params, (new_velocity if velocity is not None else None)
