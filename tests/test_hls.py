@@ -1,0 +1,333 @@
+"""The HLS kernel (fixprop hls): its C simulation, compiled with g++ against the ap_fixed and
+ac_fixed headers of hls4ml's wheel, equals an export bundle bit for bit over 3 steps at batch 4,
+for every datapath below, in both flavours; and the same binary reports the right step, layer,
+stage and index when one integer of the bundle is changed.
+
+The bundles are fixprop's step-by-step path, which tests/test_fidelity.py and test_mlp_fixed.py
+check against the independent Python-int network; here the oracle of the kernel is the bundle,
+and the kernel is written by a different route (C++ types and their own arithmetic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixprop import MLP, Datapath
+from fixprop.datapath import FixedConstant, RoleCast
+from fixprop.fixed.array import FixedArray
+from fixprop.fixed.format import QFormat
+from fixprop.fixed.modes import Overflow, Rounding
+from fixprop.hardware import LfsrSource, export, load
+from fixprop.hardware import hls
+from fixprop.hardware.bundle import write
+from fixprop.nn.activations import lut_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS, BATCH = 3, 4
+
+
+def _toolchain_or_skip() -> None:
+    """g++ and the hls4ml headers; CI installs both (a skip there would hide the whole check)."""
+    missing = []
+    if shutil.which("g++") is None:
+        missing.append("g++")
+    for types in hls.FLAVOURS:
+        try:
+            hls.find_headers(types)
+        except hls.HlsError:
+            missing.append(f"{types} headers (pip install hls4ml)")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {', '.join(missing)}")
+        pytest.skip(f"no {', '.join(missing)}")
+
+
+# -- the datapaths -------------------------------------------------------------------------------
+def cast(fmt: str, rounding="RND", overflow="SAT", **kw) -> RoleCast:
+    f = QFormat.parse(fmt)
+    return RoleCast(f.word, f.frac, f.signed, Rounding.parse(rounding), Overflow.parse(overflow), **kw)
+
+
+NARROW = {"input": "s8.5", "target": "s8.5", "weight": "s8.5", "bias": "s8.5", "acc": "s10.6", "pre": "s8.5",
+          "act": "s8.4", "out_err": "s8.4", "prop_err": "s8.5", "bias_grad": "s8.5", "weight_grad": "s8.5",
+          "update": "s8.7", "momentum": "s8.6"}
+DETERMINISTIC = [r for r in Rounding if r is not Rounding.STOCH]
+MODE_PAIRS = [(r, o) for r in DETERMINISTIC for o in Overflow]  # 8 x 4
+#: The mode matrix: a linear 8-layer network whose pre (2 bits dropped, range +-4) and act (2
+#: bits dropped, range +-2) casts see rounding ties and overflows of both signs; 16 sites per
+#: part, each (rounding, overflow) pair on one site of part 1 or 2.
+MATRIX_NET = [3] + [16] * 8
+MATRIX_FORMATS = dict(NARROW, acc="s14.7", pre="s8.5", act="s5.3")
+MATRIX_SITES = [(role, layer) for layer in range(8) for role in ("pre", "act")]
+
+
+def narrow(**changes) -> dict[str, RoleCast]:
+    return {role: cast(changes.get(role, fmt)) for role, fmt in NARROW.items()}
+
+
+def matrix_pairs(part: int) -> list[tuple[Rounding, Overflow]]:
+    return MODE_PAIRS[16 * (part - 1):16 * part]
+
+
+def mode_matrix(part: int) -> Datapath:
+    """Every (rounding, overflow) pair of the 8 deterministic roundings and 4 overflow modes on a
+    cast site of its own (test_mode_matrix_sites_tell_every_mode_apart checks that each site's
+    casts differ from every other mode's); part 2 also has a 1-bit signed SAT_SYM update (fixprop
+    gives 0 where ap_fixed and ac_fixed give -1: the kernel writes it as integer code)."""
+    roles = {role: cast(fmt) for role, fmt in MATRIX_FORMATS.items()}
+    layers: dict[int, dict[str, RoleCast]] = {}
+    for (role, layer), (rounding, overflow) in zip(MATRIX_SITES, matrix_pairs(part)):
+        layers.setdefault(layer, {})[role] = dataclasses.replace(roles[role], rounding=rounding, overflow=overflow)
+    if part == 2:
+        layers[7]["update"] = cast("s1.7", "RND", "SAT_SYM")
+    return Datapath(roles, lr_shift=3, layers=layers, name=f"mode matrix {part}")
+
+
+def unsigned_full() -> Datapath:
+    """Unsigned activations and targets (a - t is u - u), full-word and full-frac casts."""
+    roles = narrow()
+    roles["act"] = cast("u8.4")
+    roles["target"] = cast("u8.5")
+    roles["out_err"] = RoleCast(None, None, True, Rounding.RND, Overflow.SAT)
+    roles["acc"] = RoleCast(None, 6, True, Rounding.RND_CONV, Overflow.SAT)
+    roles["bias_grad"] = RoleCast(12, None, True, Rounding.RND, Overflow.WRAP)
+    return Datapath(roles, lr_shift=4, name="unsigned, full")
+
+
+def stochastic() -> Datapath:
+    """STOCH from LFSR lanes on several roles, one whose cast drops no bits (draws nothing)."""
+    roles = narrow()
+    for role in ("act", "weight_grad", "prop_err", "update", "bias_grad"):
+        roles[role] = dataclasses.replace(roles[role], rounding=Rounding.STOCH)
+    roles["acc"] = cast("s16.5", "STOCH")
+    roles["pre"] = cast("s12.6", "STOCH")  # more fraction bits than acc: no bits dropped, no draw
+    return Datapath(roles, lr_shift=3, layers={1: {"weight": cast("s8.5", "TRN_INF", "WRAP")}}, name="stochastic")
+
+
+def momentum_lr_constant() -> Datapath:
+    dp = Datapath.uniform(16, 9, "RND_CONV", "SAT")
+    return dataclasses.replace(dp, lr_shift=None, lr=FixedConstant(0.03, QFormat(12, 14, False)),
+                               momentum=FixedConstant(0.875, QFormat(4, 3, False)), name="momentum, lr constant")
+
+
+def fidelity_exact_registers() -> Datapath:
+    """Product casts on all three sums, a sequential acc, adder trees for prop_err (5 terms: an
+    odd node passes up) and weight_grad, a sequential batch sum, master and working weights."""
+    roles = narrow()
+    roles.update(product=cast("s9.6", "TRN", "SAT"), prop_product=cast("s9.6", "RND_CONV", "WRAP"),
+                 grad_product=cast("s10.6", "TRN_ZERO", "SAT_SYM"), weight_fwd=cast("s6.4", "RND", "SAT"),
+                 bias_fwd=cast("s6.4", "RND_INF", "SAT"), weight=cast("s12.8"), bias=cast("s12.8"))
+    roles["acc"] = cast("s10.6", "RND", "SAT", accumulate="sequential")
+    roles["prop_err"] = cast("s8.5", "RND", "SAT", accumulate="tree")
+    roles["weight_grad"] = cast("s8.5", "RND_CONV", "WRAP", accumulate="tree")
+    roles["bias_grad"] = cast("s8.5", "RND", "SAT", accumulate="sequential")
+    return Datapath(roles, lr_shift=3, name="products, registers, trees, working copies")
+
+
+def fidelity_stochastic_registers() -> Datapath:
+    """STOCH registers and trees whose casts draw only when their input has more fraction bits
+    than the register: the first tree level (exact products) draws, reg + reg does not, the
+    passed-up odd term does again."""
+    roles = narrow()
+    roles["acc"] = cast("s10.6", "STOCH", "SAT", accumulate="sequential")
+    roles["prop_err"] = cast("s8.5", "STOCH", "SAT", accumulate="tree")
+    roles["weight_grad"] = cast("s8.5", "STOCH", "WRAP", accumulate="tree")
+    roles["bias_grad"] = cast("s8.5", "STOCH", "SAT", accumulate="tree")
+    return Datapath(roles, lr_shift=3, name="stochastic registers")
+
+
+def proposal(name: str) -> Datapath:
+    return Datapath.load(ROOT / "docs" / "results" / name)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    net: MLP
+    datapath: Datapath
+    lfsr: LfsrSource | None = None
+    scale: float = 1.0  # data range
+    data_seed: int = 0
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """STEPS * BATCH samples, uniform in [-scale, scale]."""
+        rng = np.random.default_rng(self.data_seed)
+        n_in, n_out = self.net.layer_sizes[0], self.net.layer_sizes[-1]
+        return (rng.uniform(-self.scale, self.scale, (STEPS * BATCH, n_in)),
+                rng.uniform(-self.scale, self.scale, (STEPS * BATCH, n_out)))
+
+
+def lut_file(tmp: Path) -> str:
+    path = tmp / "sigmoid8.toml"
+    values = [0.0, 0.0625, 0.125, 0.3125, 0.6875, 0.875, 0.9375, 1.0]
+    derivatives = [0.0, 0.0625, 0.125, 0.25, 0.25, 0.125, 0.0625, 0.0]
+    path.write_text(lut_toml(-4.0, 1.0, values, derivatives, name="sigmoid8"))
+    return f"lut:{path}"
+
+
+def cases(tmp: Path) -> list[Case]:
+    ik = MLP([3, 16, 5], seed=0)
+    return [
+        Case("seed", ik, Datapath.seed(24, 12)),
+        Case("uniform16_rnd_sat", ik, Datapath.uniform(16, 10, "RND", "SAT")),
+        Case("uniform16_rnd_conv_wrap", ik, Datapath.uniform(16, 10, "RND_CONV", "WRAP"), scale=4.0),
+        Case("mode_matrix_1", MLP(MATRIX_NET, "linear", "linear", "half_sse", seed=1), mode_matrix(1), scale=5.0,
+             data_seed=1),
+        Case("mode_matrix_2", MLP(MATRIX_NET, "linear", "linear", "half_sse", seed=0), mode_matrix(2), scale=5.0),
+        Case("unsigned_full", MLP([3, 5, 4], seed=3), unsigned_full(), scale=2.0),
+        Case("proposal_ik_w16", ik, proposal("ik_w16.toml")),
+        Case("proposal_digits_w16", MLP([64, 32, 10], seed=0), proposal("digits_w16.toml")),
+        Case("proposal_digits_w8", MLP([64, 32, 10], seed=0), proposal("digits_w8.toml")),
+        Case("momentum_lr_constant_mse", MLP([3, 6, 4], seed=4, loss="mse"), momentum_lr_constant()),
+        Case("leaky_relu_hard_tanh", MLP([3, 6, 4], "leaky_relu:3", "hard_tanh", seed=5),
+             dataclasses.replace(Datapath.uniform(14, 9, "RND_ZERO", "SAT_ZERO"), relu_grad_at_zero=0.0),
+             scale=2.0),
+        Case("lfsr_stochastic", MLP([3, 5, 4], seed=6), stochastic(), LfsrSource(seed=11, bits=12), scale=2.0),
+        Case("fidelity_registers", MLP([3, 5, 4], "pwl_sigmoid", "hard_sigmoid:output", seed=7),
+             fidelity_exact_registers(), scale=2.0),
+        Case("fidelity_stochastic", MLP([3, 5, 4], "pwl_tanh:output", "linear", seed=8),
+             fidelity_stochastic_registers(), LfsrSource(seed=3, bits=20), scale=2.0),
+        Case("lut_relu_zero_one", MLP([3, 5, 4], lut_file(tmp), "pwl_tanh", seed=9),
+             dataclasses.replace(Datapath.uniform(16, 10, "RND_MIN_INF", "SAT_SYM"), relu_grad_at_zero=1.0),
+             scale=5.0),
+    ]
+
+
+# -- running them ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Built:
+    case: Case
+    bundle: Path
+    binaries: dict[str, Path]
+
+
+def export_case(case: Case, where: Path) -> Path:
+    x, y = case.data()
+    return export(case.net, case.datapath, x, y, STEPS, where / "bundle", rng=case.lfsr)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Built]:
+    """Every case exported, generated in both flavours and compiled (two compilations at once)."""
+    _toolchain_or_skip()
+    tmp = tmp_path_factory.mktemp("hls")
+    jobs, result = [], {}
+    assert [case.name for case in cases(tmp)] == CASE_NAMES
+    for case in cases(tmp):
+        where = tmp / case.name
+        bundle = export_case(case, where)
+        result[case.name] = Built(case, bundle, {})
+        for types in hls.FLAVOURS:
+            directory = hls.generate(case.net, case.datapath, BATCH, where / types, types, case.lfsr)
+            jobs.append((case.name, types, directory))
+
+    def compile_one(job):
+        name, types, directory = job
+        return name, types, hls.compile_testbench(directory, hls.find_headers(types))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:  # each compile runs its two units at once
+        for name, types, binary in pool.map(compile_one, jobs):
+            result[name].binaries[types] = binary
+    return result
+
+
+CASE_NAMES = ["seed", "uniform16_rnd_sat", "uniform16_rnd_conv_wrap", "mode_matrix_1", "mode_matrix_2",
+              "unsigned_full", "proposal_ik_w16", "proposal_digits_w16", "proposal_digits_w8",
+              "momentum_lr_constant_mse", "leaky_relu_hard_tanh", "lfsr_stochastic", "fidelity_registers",
+              "fidelity_stochastic", "lut_relu_zero_one"]
+
+
+def checked_tensors(bundle) -> list[str]:
+    """The bundle tensors the testbench compares (not the ones it loads: each step's input and
+    target, step 0's parameters and LFSR lanes)."""
+    names = []
+    for name in bundle.tensors:
+        parts = name.split("/")
+        if parts[-1] in ("target", "lfsr_state") and len(parts) == 2:
+            continue
+        if parts[1] == "layer0" and parts[2] == "input":
+            continue
+        if parts[0] == "step0" and parts[2] in ("weight", "bias"):
+            continue
+        names.append(name)
+    return names
+
+
+def changed_copy(bundle_path: Path, out: Path, name: str, index: int) -> Path:
+    """The bundle with one raw integer of one tensor moved by one (a valid, consistently hashed
+    bundle that disagrees with fixprop at exactly that place)."""
+    b = load(bundle_path)
+    tensors = []
+    for tensor_name, value in b.tensors.items():
+        if tensor_name == name:
+            raw = np.array(value.raw, dtype=object).reshape(-1)
+            raw[index] = raw[index] + 1 if raw[index] < value.fmt.raw_max else raw[index] - 1
+            value = FixedArray(np.array(raw.tolist(), dtype=value.raw.dtype).reshape(value.shape), value.fmt)
+        tensors.append((tensor_name, value))
+    table = b.manifest.get("lfsr")
+    return write(tensors, out, b.datapath, b.manifest["network"], lfsr=None if table is None else LfsrSource(**table))
+
+
+@pytest.mark.parametrize("types", hls.FLAVOURS)
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_c_simulation_equals_the_bundle_and_names_a_changed_integer(built, name, types, tmp_path):
+    b = built[name]
+    code, output = hls.run_testbench(b.binaries[types], b.bundle)
+    assert code == 0, output
+    assert output.startswith(f"PASS: {STEPS} steps,") and f"({types})" in output
+    bundle = load(b.bundle)
+    choice = random.Random(f"{name}/{types}")
+    tensor = choice.choice(checked_tensors(bundle))
+    index = choice.randrange(bundle[tensor].raw.size)
+    code, output = hls.run_testbench(b.binaries[types], changed_copy(b.bundle, tmp_path / "changed", tensor, index))
+    step, layer, stage = tensor.split("/")
+    assert code == 1, output
+    assert output.startswith(f"MISMATCH step {step[4:]} layer {layer[5:]} stage {stage} index {index} "), output
+
+
+def sites_telling_modes_apart(case: Case) -> set[tuple[str, int]]:
+    """The cast sites (role, layer) whose casts over the case's steps would differ, somewhere, under
+    every other deterministic rounding and under every other overflow mode: a kernel that mixed
+    up two modes there would compute other integers."""
+    from fixprop.nn.arithmetic import FixedArithmetic
+    from fixprop.nn.mlp import Model
+
+    told: dict[tuple[str, int], tuple[set, set, RoleCast]] = {}
+
+    def observer(role, layer, exact, result, spec):
+        if layer is None or not isinstance(exact, FixedArray):
+            return
+        rounded, overflowed, _ = told.setdefault((role, layer), (set(), set(), spec))
+        for rounding in DETERMINISTIC:
+            if rounding is not spec.rounding and (exact.cast(result.fmt, rounding, spec.overflow).raw != result.raw).any():
+                rounded.add(rounding)
+        for overflow in Overflow:
+            if overflow is not spec.overflow and (exact.cast(result.fmt, spec.rounding, overflow).raw != result.raw).any():
+                overflowed.add(overflow)
+
+    model = Model(case.net, FixedArithmetic(case.datapath, observer=observer), case.net.init_params(), compiled=False)
+    x, y = case.data()
+    for t in range(STEPS):
+        model.train_step(x[t * BATCH:(t + 1) * BATCH], y[t * BATCH:(t + 1) * BATCH])
+    return {site for site, (rounded, overflowed, spec) in told.items()
+            if len(rounded) == len(DETERMINISTIC) - 1 and len(overflowed) == len(Overflow) - 1}
+
+
+def test_mode_matrix_sites_tell_every_mode_apart(tmp_path):
+    """Every (rounding, overflow) pair of the mode matrix sits on a site where each other
+    rounding and each other overflow would have given other integers within the 3 steps, so the
+    C simulations above check all 32 pairs, not just compile them."""
+    by_name = {case.name: case for case in cases(tmp_path)}
+    for part in (1, 2):
+        told = sites_telling_modes_apart(by_name[f"mode_matrix_{part}"])
+        missing = [(site, r.name, o.name) for site, (r, o) in zip(MATRIX_SITES, matrix_pairs(part)) if site not in told]
+        assert not missing, f"part {part}: these sites do not tell their modes apart: {missing}"
