@@ -11,6 +11,7 @@ and the kernel is written by a different route (C++ types and their own arithmet
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -331,3 +332,140 @@ def test_mode_matrix_sites_tell_every_mode_apart(tmp_path):
         told = sites_telling_modes_apart(by_name[f"mode_matrix_{part}"])
         missing = [(site, r.name, o.name) for site, (r, o) in zip(MATRIX_SITES, matrix_pairs(part)) if site not in told]
         assert not missing, f"part {part}: these sites do not tell their modes apart: {missing}"
+
+
+# -- refusals, headers, files ----------------------------------------------------------------------
+def test_features_it_cannot_write_are_refused_by_name(tmp_path):
+    net = MLP([3, 4, 2])
+    dynamic = Datapath.uniform(12, 6)
+    dynamic = dataclasses.replace(dynamic, roles={**dynamic.roles, "act": RoleCast(12, 6, dynamic=(2, 10))})
+    with pytest.raises(hls.HlsError, match="dynamic fixed point"):
+        hls.generate(net, dynamic, 4, tmp_path / "a")
+    stoch = dataclasses.replace(Datapath.uniform(12, 6), roles={**Datapath.uniform(12, 6).roles,
+                                                              "update": cast("s12.6", "STOCH")})
+    with pytest.raises(hls.HlsError, match="numpy's generator.*--lfsr-seed"):
+        hls.generate(net, stoch, 4, tmp_path / "b")
+    data = dataclasses.replace(stoch, roles={**stoch.roles, "input": cast("s12.6", "STOCH")})
+    with pytest.raises(hls.HlsError, match="the input role rounds STOCH"):
+        hls.generate(net, data, 4, tmp_path / "c", lfsr=LfsrSource(1))
+    tree = dataclasses.replace(Datapath.uniform(12, 6), roles={
+        **Datapath.uniform(12, 6).roles, "weight_grad": RoleCast(12, None, accumulate="tree")})
+    with pytest.raises(hls.HlsError, match="weight_grad accumulates 'tree' with word or frac 'full'"):
+        hls.generate(net, tree, 4, tmp_path / "d")
+    with pytest.raises(hls.HlsError, match="types must be one of ap_fixed, ac_fixed"):
+        hls.generate(net, Datapath.uniform(12, 6), 4, tmp_path / "e", types="sc_fixed")
+    assert not any((tmp_path / name).exists() for name in "abcde")  # nothing half-written
+
+
+def test_a_numpy_stochastic_bundle_is_refused_naming_the_lfsr(tmp_path):
+    _toolchain_or_skip()
+    dp = dataclasses.replace(Datapath.uniform(12, 6), roles={**Datapath.uniform(12, 6).roles,
+                                                             "update": cast("s12.6", "STOCH")})
+    net = MLP([3, 4, 2])
+    rng = np.random.default_rng(0)
+    bundle = export(net, dp, rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (4, 2)), 1, tmp_path / "b",
+                    rng=np.random.default_rng(1))
+    with pytest.raises(hls.HlsError, match="numpy's generator.*--lfsr-seed"):
+        hls.check(bundle)
+
+
+def test_headers_come_from_hls4ml_or_include_and_are_named_when_missing(tmp_path, monkeypatch):
+    _toolchain_or_skip()
+    assert (hls.find_headers("ap_fixed") / "ap_fixed.h").is_file()
+    assert (hls.find_headers("ac_fixed") / "ac_fixed.h").is_file()
+    assert hls.find_headers("ap_fixed", hls.find_headers("ap_fixed")) == hls.find_headers("ap_fixed")
+    with pytest.raises(hls.HlsError, match=f"--include {tmp_path}: no ac_fixed.h there"):
+        hls.find_headers("ac_fixed", tmp_path)
+
+    def no_hls4ml(name):
+        raise hls.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(hls.importlib.metadata, "distribution", no_hls4ml)
+    with pytest.raises(hls.HlsError, match=r"pip install \"fixprop\[hls\]\".*--include DIR"):
+        hls.find_headers("ap_fixed")
+
+
+def test_out_directory_is_not_overwritten_unless_asked(tmp_path):
+    _toolchain_or_skip()
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(hls.HlsError, match="exists and is not empty"):
+        hls.generate(MLP([3, 4, 2]), Datapath.uniform(12, 6), 4, tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep" and not (tmp_path / "train_step.h").exists()
+
+
+def test_cli_check_passes_and_fails_with_the_testbench_status(tmp_path, capsys):
+    """fixprop export, then fixprop hls --check: exit 0 and PASS; on a bundle with one changed
+    integer, exit 1 and the mismatch's place."""
+    from fixprop.cli import main
+
+    _toolchain_or_skip()
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--shape", "3,6,4", "--batch", "4", "--steps", "3", "--out", str(bundle),
+                 "--preset", "uniform", "--word", "14", "--frac", "8"]) == 0
+    capsys.readouterr()
+    assert main(["hls", "--check", str(bundle), "--types", "ac_fixed"]) == 0
+    assert capsys.readouterr().out.startswith("PASS: 3 steps,")
+    changed = changed_copy(bundle, tmp_path / "changed", "step2/layer0/weight_grad", 7)
+    assert main(["hls", "--check", str(changed), "--types", "ac_fixed"]) == 1
+    assert capsys.readouterr().out.startswith("MISMATCH step 2 layer 0 stage weight_grad index 7 (row 2, column 1)")
+    assert main(["hls", "--check", str(bundle), "--shape", "3,6,4"]) == 2
+    assert "takes the network, datapath and LFSR from the bundle; drop --shape" in capsys.readouterr().err
+
+
+def test_trained_weights_become_c_arrays_of_the_state_types(tmp_path, capsys):
+    """train --save-state, then hls --weights: weights.h's arrays, loaded into a state_t by the
+    generated load_weights and printed as hex words by the testbench's own helper, are the state
+    file's raw integers (and the file's digest is the training run's)."""
+    from fixprop.cli import main
+    from fixprop.hardware.state import load_state
+
+    _toolchain_or_skip()
+    state_file = tmp_path / "state.json"
+    assert main(["train", "--dataset", "ik", "--epochs", "1", "--quiet", "--json", "--save-state", str(state_file),
+                 "--preset", "uniform", "--word", "14", "--frac", "9"]) == 0
+    digest = json.loads(capsys.readouterr().out)["fixed_params_sha256"]
+    assert json.loads(state_file.read_text())["fixed_params_sha256"] == digest
+    net, datapath, params = load_state(state_file)
+    for types in hls.FLAVOURS:
+        out = tmp_path / types
+        assert main(["hls", "--weights", str(state_file), "--batch", "2", "--out", str(out), "--types", types]) == 0
+        lines = ["#include \"weights.h\"", "#include \"fixprop_tb.h\"", "#include <iostream>",
+                 "using namespace fixprop;", "static state_t state;", "int main() {", "    load_weights(state);"]
+        for i, p in enumerate(params):
+            for kind, value in (("weight", p.weight), ("bias", p.bias)):
+                first = "[0][0]" if kind == "weight" else "[0]"
+                lines.append(f"    for (int k = 0; k < {value.raw.size}; k++) std::cout << "
+                             f"fixprop_tb::hex_word<{value.fmt.word}, true>((&state.l{i}.{kind}{first})[k]) << '\\n';")
+        lines += ["}", ""]
+        (out / "print.cpp").write_text("\n".join(lines))
+        binary = out / "print"
+        subprocess.run(["g++", "-std=c++14", f"-I{hls.find_headers(types)}", f"-I{out}", "-o", str(binary),
+                        str(out / "print.cpp")], check=True)
+        printed = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.split()
+        want = [format(int(v) & ((1 << value.fmt.word) - 1), f"0{-(-value.fmt.word // 4)}x")
+                for p in params for value in (p.weight, p.bias) for v in value.raw.reshape(-1)]
+        assert printed == want
+
+
+def test_state_files_refuse_what_they_cannot_hold(tmp_path):
+    from fixprop.hardware.state import load_state, save_state
+    from fixprop.errors import ConfigError
+    from fixprop.nn.arithmetic import FixedArithmetic
+
+    net, dp = MLP([3, 4, 2]), Datapath.uniform(12, 6)
+    params = net.params_in(FixedArithmetic(dp), net.init_params())
+    path = save_state(tmp_path / "s.json", net, dp, params)
+    loaded_net, loaded_dp, loaded = load_state(path)
+    assert loaded_net.layer_sizes == [3, 4, 2] and loaded_dp == dp
+    assert all(a.weight.identical(b.weight) and a.bias.identical(b.bias) for a, b in zip(loaded, params))
+    document = json.loads(path.read_text())
+    document["layers"][1]["bias"]["raw"][0] = 1 << 11  # outside s12.6
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match="s.json: layer 1 bias has a raw value outside s12.6"):
+        load_state(path)
+    del document["layers"][0]["weight"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match="s.json: layer 0 has no key 'weight'"):
+        load_state(path)
+    with pytest.raises(ConfigError, match="cannot read the state file"):
+        load_state(tmp_path / "missing.json")

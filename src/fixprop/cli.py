@@ -300,20 +300,82 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hls(args: argparse.Namespace) -> int:
+    """The HLS C++ of one training step, or (--check) its C simulation against a bundle."""
+    from fixprop.hardware import LfsrSource, hls
+    from fixprop.hardware.state import load_state
+    from fixprop.nn.mlp import MLP
+
+    given = [f"--{name.replace('_', '-')}" for name in ("shape", "activation", "output_activation", "loss", "datapath",
+                                                       "preset", "word", "frac", "rounding", "overflow", "lr_shift")
+             if getattr(args, name) is not None]
+    if args.check:
+        if given or args.weights or args.lfsr_seed is not None:
+            extra = given + (["--weights"] if args.weights else []) + (["--lfsr-seed"] if args.lfsr_seed is not None else [])
+            raise ConfigError(f"--check BUNDLE takes the network, datapath and LFSR from the bundle; drop "
+                              f"{', '.join(extra)}")
+        if args.out:
+            _check_parent(Path(args.out), "--out")
+        result = hls.check(args.check, args.types, args.include, args.out)
+        if args.json:
+            print(json.dumps({"passed": result.passed, "returncode": result.returncode, "output": result.output,
+                              "types": args.types, "bundle": args.check}))
+        else:
+            print(result.output)
+        return result.returncode
+    if not args.out:
+        raise ConfigError("give --out DIR (the directory to write), or --check BUNDLE")
+    if args.lfsr_bits is not None and args.lfsr_seed is None:
+        raise ConfigError("--lfsr-bits needs --lfsr-seed (the LFSR lanes are used only with a seed)")
+    weights = None
+    if args.weights:
+        if given:
+            raise ConfigError(f"--weights FILE carries the network and datapath it was trained with; drop "
+                              f"{', '.join(given)}")
+        net, datapath, weights = load_state(args.weights)
+    else:
+        for name, default in (("shape", "3,7,7,5"), ("activation", "relu"), ("loss", "sse"), ("preset", "seed")):
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        net = MLP(_parse_shape(args.shape), args.activation, args.output_activation, args.loss)
+        datapath = datapath_from_args(args)
+    lfsr = None
+    if args.lfsr_seed is not None:
+        lfsr = LfsrSource(seed=args.lfsr_seed, **({} if args.lfsr_bits is None else {"bits": args.lfsr_bits}))
+    _check_parent(Path(args.out), "--out")
+    out = hls.generate(net, datapath, args.batch, args.out, args.types, lfsr, args.include, args.pragmas, weights,
+                       overwrite=args.force)
+    files = sorted(p.name for p in out.iterdir())
+    if args.json:
+        print(json.dumps({"path": str(out), "files": files, "types": args.types, "batch": args.batch}))
+    else:
+        print(f"wrote {out}: {', '.join(files)}\n"
+              f"C simulation against a bundle of the same network, datapath and batch: "
+              f"make -C {out} check BUNDLE=<bundle dir>")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train float and fixed-point networks from the same initial weights, side by side."""
     from fixprop.explore.train import format_report, train
+    from fixprop.hardware.state import save_state
     from fixprop.progress import ProgressBar
 
     config = train_config_from_args(args)
     datapath = datapath_from_args(args)
     _check_plot_file(args.plot)
+    if args.save_state:
+        _check_parent(Path(args.save_state), "--save-state")
     bar = ProgressBar(config.epochs, "epochs", enabled=not args.quiet)
 
     def progress(epoch: int, summary: dict) -> None:
         bar.update(info=f"loss float {summary['float_test_loss']:.4g} fixed {summary['fixed_test_loss']:.4g}")
 
-    result = train(config, datapath, progress)
+    def save(model) -> None:
+        print(f"wrote {save_state(args.save_state, model.net, model.arithmetic.datapath, model.params)}",
+              file=sys.stderr)
+
+    result = train(config, datapath, progress, on_done=save if args.save_state else None)
     bar.close()
     if args.plot:
         from fixprop.explore.plots import plot_training
@@ -593,7 +655,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_datapath_options(train)
     add_training_options(train)
     add_report_options(train, "write the loss (and accuracy) curves")
+    train.add_argument("--save-state", metavar="FILE.json",
+                       help="write the trained fixed-point weights and biases, with the network and datapath "
+                            "(for fixprop hls --weights)")
     train.set_defaults(run=_cmd_train, parser=train)
+
+    hls_command = commands.add_parser(
+        "hls", help="write one training step as HLS C++ (ap_fixed or ac_fixed) with a C-simulation testbench",
+        description="Write train_step.h/.cpp (forward, backward, SGD update over the datapath's types), a "
+                    "testbench that checks it against an export bundle, and a Makefile (docs/hardware.md, "
+                    "'From a datapath to an HLS kernel'). --check BUNDLE generates, compiles (g++) and runs "
+                    "it on a bundle in one go: exit 0 equal, 1 a mismatch, 2 an unreadable bundle.",
+    )
+    add_datapath_options(hls_command)
+    add_network_options(hls_command)
+    hls_command.set_defaults(shape=None, activation=None, loss=None, preset=None)  # to tell what was given
+    hls_command.add_argument("--out", metavar="DIR", help="directory to write (with --check: keep the C++ there)")
+    hls_command.add_argument("--types", default="ap_fixed", choices=["ap_fixed", "ac_fixed"],
+                             help="ap_fixed (Vitis HLS, default) or ac_fixed (Catapult, Intel HLS)")
+    hls_command.add_argument("--include", metavar="DIR",
+                             help="directory holding ap_fixed.h / ac_fixed.h (default: the copy in hls4ml's wheel)")
+    hls_command.add_argument("--check", metavar="BUNDLE",
+                             help="generate the kernel of this export bundle's network and datapath, compile and "
+                                  "run its C simulation on it")
+    hls_command.add_argument("--weights", metavar="STATE.json",
+                             help="a state file of fixprop train --save-state: its network and datapath, and its "
+                                  "weights and biases as initialised C++ arrays (weights.h)")
+    hls_command.add_argument("--lfsr-seed", type=_count(0),
+                             help="stochastic rounding from LFSR lanes with this seed (as fixprop export)")
+    hls_command.add_argument("--lfsr-bits", type=_count(1), help="with --lfsr-seed: bits per rounding (default 16)")
+    hls_command.add_argument("--pragmas", action="store_true",
+                             help="add HLS PIPELINE and ARRAY_PARTITION pragmas (a starting point for synthesis)")
+    hls_command.add_argument("--force", action="store_true", help="write into a non-empty --out directory")
+    hls_command.add_argument("--json", action="store_true", help="print one JSON object")
+    hls_command.set_defaults(run=_cmd_hls, parser=hls_command)
 
     ranges = commands.add_parser(
         "ranges", help="range statistics per layer and role; propose per-role formats for a word length",

@@ -109,7 +109,8 @@ def batch_order(n: int, batch: int, epoch: int, seed: int) -> list[np.ndarray]:
 
 
 def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict], None] | None = None,
-          data: Dataset | None = None, observer: Callable | None = None, count_casts: bool = True) -> dict:
+          data: Dataset | None = None, observer: Callable | None = None, count_casts: bool = True,
+          on_done: Callable[[Model], None] | None = None) -> dict:
     """Train float and fixed-point networks side by side; returns a JSON-ready dict.
 
     ``progress(epoch, summary)`` is called after each epoch. ``observer`` sees every cast of the
@@ -124,6 +125,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     otherwise). ``config.backend`` is the fixed network's
     compiled engine (the same integers on every engine); "numba" runs the float network on the
     kernel too (its sums in the kernel's order: the last bits of its curves can differ).
+    ``on_done(model)`` is called with the trained fixed-point Model (``train --save-state``).
     """
     data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
@@ -164,6 +166,8 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
         record()
         if progress is not None:
             progress(epoch, _summary(curves, data.classes))
+    if on_done is not None:
+        on_done(models["fixed"])
     return {
         "config": {**asdict(config), "hidden": list(config.hidden)},
         "network": net.layer_sizes,
