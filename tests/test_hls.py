@@ -101,7 +101,7 @@ def unsigned_full() -> Datapath:
     roles["out_err"] = RoleCast(None, None, True, Rounding.RND, Overflow.SAT)
     roles["acc"] = RoleCast(None, 6, True, Rounding.RND_CONV, Overflow.SAT)
     roles["bias_grad"] = RoleCast(12, None, True, Rounding.RND, Overflow.WRAP)
-    return Datapath(roles, lr_shift=4, name="unsigned, full")
+    return Datapath(roles, lr_shift=4, relu_grad_at_zero=0.0, name="unsigned, full")
 
 
 def stochastic() -> Datapath:
@@ -111,7 +111,8 @@ def stochastic() -> Datapath:
         roles[role] = dataclasses.replace(roles[role], rounding=Rounding.STOCH)
     roles["acc"] = cast("s16.5", "STOCH")
     roles["pre"] = cast("s12.6", "STOCH")  # more fraction bits than acc: no bits dropped, no draw
-    return Datapath(roles, lr_shift=3, layers={1: {"weight": cast("s8.5", "TRN_INF", "WRAP")}}, name="stochastic")
+    return Datapath(roles, lr_shift=3, layers={1: {"weight": cast("s8.5", "TRN_INF", "WRAP")}}, relu_grad_at_zero=1.0,
+                    name="stochastic")
 
 
 def momentum_lr_constant() -> Datapath:
@@ -121,8 +122,9 @@ def momentum_lr_constant() -> Datapath:
 
 
 def fidelity_exact_registers() -> Datapath:
-    """Product casts on all three sums, a sequential acc, adder trees for prop_err (5 terms: an
-    odd node passes up) and weight_grad, a sequential batch sum, master and working weights."""
+    """Product casts on all three sums, a sequential acc, adder trees for prop_err (5 terms in
+    [3, 4, 5]: an odd node passes up twice) and weight_grad, a sequential batch sum, master and
+    working weights."""
     roles = narrow()
     roles.update(product=cast("s9.6", "TRN", "SAT"), prop_product=cast("s9.6", "RND_CONV", "WRAP"),
                  grad_product=cast("s10.6", "TRN_ZERO", "SAT_SYM"), weight_fwd=cast("s6.4", "RND", "SAT"),
@@ -190,16 +192,14 @@ def cases(tmp: Path) -> list[Case]:
         Case("proposal_digits_w8", MLP([64, 32, 10], seed=0), proposal("digits_w8.toml")),
         Case("momentum_lr_constant_mse", MLP([3, 6, 4], seed=4, loss="mse"), momentum_lr_constant()),
         Case("leaky_relu_hard_tanh", MLP([3, 6, 4], "leaky_relu:3", "hard_tanh", seed=5),
-             dataclasses.replace(Datapath.uniform(14, 9, "RND_ZERO", "SAT_ZERO"), relu_grad_at_zero=0.0),
-             scale=2.0),
+             Datapath.uniform(14, 9, "RND_ZERO", "SAT_ZERO"), scale=2.0),
         Case("lfsr_stochastic", MLP([3, 5, 4], seed=6), stochastic(), LfsrSource(seed=11, bits=12), scale=2.0),
-        Case("fidelity_registers", MLP([3, 5, 4], "pwl_sigmoid", "hard_sigmoid:output", seed=7),
+        Case("fidelity_registers", MLP([3, 4, 5], "pwl_sigmoid", "hard_sigmoid:output", seed=7),
              fidelity_exact_registers(), scale=2.0),
-        Case("fidelity_stochastic", MLP([3, 5, 4], "pwl_tanh:output", "linear", seed=8),
+        Case("fidelity_stochastic", MLP([3, 4, 5], "pwl_tanh:output", "linear", seed=8),
              fidelity_stochastic_registers(), LfsrSource(seed=3, bits=20), scale=2.0),
-        Case("lut_relu_zero_one", MLP([3, 5, 4], lut_file(tmp), "pwl_tanh", seed=9),
-             dataclasses.replace(Datapath.uniform(16, 10, "RND_MIN_INF", "SAT_SYM"), relu_grad_at_zero=1.0),
-             scale=5.0),
+        Case("lut_pwl_tanh", MLP([3, 5, 4], lut_file(tmp), "pwl_tanh", seed=9),
+             Datapath.uniform(16, 10, "RND_MIN_INF", "SAT_SYM"), scale=5.0),
     ]
 
 
@@ -244,7 +244,7 @@ def built(tmp_path_factory) -> dict[str, Built]:
 CASE_NAMES = ["seed", "uniform16_rnd_sat", "uniform16_rnd_conv_wrap", "mode_matrix_1", "mode_matrix_2",
               "unsigned_full", "proposal_ik_w16", "proposal_digits_w16", "proposal_digits_w8",
               "momentum_lr_constant_mse", "leaky_relu_hard_tanh", "lfsr_stochastic", "fidelity_registers",
-              "fidelity_stochastic", "lut_relu_zero_one"]
+              "fidelity_stochastic", "lut_pwl_tanh"]
 
 
 def checked_tensors(bundle) -> list[str]:
@@ -469,3 +469,30 @@ def test_state_files_refuse_what_they_cannot_hold(tmp_path):
         load_state(path)
     with pytest.raises(ConfigError, match="cannot read the state file"):
         load_state(tmp_path / "missing.json")
+
+
+def test_pragmas_leave_the_c_simulation_unchanged(built, tmp_path):
+    """--pragmas only adds #pragma HLS lines (ignored by g++): the same bundle still passes."""
+    b = built["fidelity_registers"]
+    directory = hls.generate(b.case.net, b.case.datapath, BATCH, tmp_path / "k", "ac_fixed", pragmas=True)
+    source = (directory / "train_step.cpp").read_text()
+    assert "#pragma HLS PIPELINE II=1" in source and "#pragma HLS ARRAY_PARTITION variable=t type=complete" in source
+    code, output = hls.run_testbench(hls.compile_testbench(directory, hls.find_headers("ac_fixed")), b.bundle)
+    assert code == 0, output
+
+
+def test_relu_at_zero_is_reached_where_the_datapath_sets_it(tmp_path):
+    """relu'(0) = 0 (unsigned_full) and 1 (lfsr_stochastic) matter in those cases: some relu
+    pre-activation is exactly 0 with a nonzero error arriving, so a kernel with another relu'(0)
+    would compute other local errors."""
+    from fixprop.hardware import training_tensors
+
+    by_name = {case.name: case for case in cases(tmp_path)}
+    for name, c in (("unsigned_full", 0.0), ("lfsr_stochastic", 1.0)):
+        case = by_name[name]
+        assert case.datapath.relu_grad_at_zero == c
+        x, y = case.data()
+        tensors = dict(training_tensors(case.net, case.datapath, x, y, STEPS, rng=case.lfsr))
+        reached = sum(int(((tensors[f"step{t}/layer{i}/pre"].raw == 0) & (tensors[f"step{t}/layer{i}/error"].raw != 0)).sum())
+                      for t in range(STEPS) for i in range(case.net.n_layers))
+        assert reached > 0, name

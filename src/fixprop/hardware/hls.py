@@ -354,6 +354,11 @@ class _Kernel:
                rows: int, columns: int, ndim: int = 2) -> None:
         group.append(_Tensor(stage, layer, cxx, fmt, type_name, rows * columns, columns, ndim))
 
+    def partition(self, array: str, pad: str) -> None:
+        """With pragmas: a local array of terms or tree nodes becomes registers (all read at once)."""
+        if self.pragmas:
+            self.emit(f"{pad}#pragma HLS ARRAY_PARTITION variable={array} type=complete")
+
     def loops(self, *bounds: tuple[str, str]) -> tuple[str, str]:
         """Nested for-loop openers and closers over (variable, bound) pairs, indented from 4."""
         opens, closes = [], []
@@ -426,7 +431,8 @@ class _Kernel:
                 self.emit("    // working copy: Wf = cast_weight_fwd(W)")
                 self.emit(opens)
                 self.emit(f"            {cxx}[j][k] = "
-                          f"{w.cast(site, self.cast_of('weight_fwd', i).src, f'{weight}[j][k]', lane, n_in * n_out)};")
+                          f"{w.cast(site, self.cast_of('weight_fwd', i).src, f'{weight}[j][k]', lane, n_in * n_out)};"
+                          "  // cast_weight_fwd")
                 self.emit(closes)
                 self.tensor(self.forward_tensors[i], "weight_fwd", i, cxx, site.name, site.dst, n_out, n_in)
                 weight = cxx
@@ -436,7 +442,8 @@ class _Kernel:
                 opens, closes = self.loops(("j", No))
                 self.emit("    // working copy: bf = cast_bias_fwd(b)")
                 self.emit(opens)
-                self.emit(f"        {cxx}[j] = {w.cast(site, self.cast_of('bias_fwd', i).src, f'{bias}[j]', 'j', n_out)};")
+                self.emit(f"        {cxx}[j] = {w.cast(site, self.cast_of('bias_fwd', i).src, f'{bias}[j]', 'j', n_out)};"
+                          "  // cast_bias_fwd")
                 self.emit(closes)
                 self.tensor(self.forward_tensors[i], "bias_fwd", i, cxx, site.name, site.dst, 1, n_out, ndim=1)
                 bias = cxx
@@ -508,6 +515,7 @@ class _Kernel:
             self.emit(f"{pad}{dest} = {w.cast(site, sum_fmt, 'sum', lane, elements)};  // cast_{role}")
             return sum_fmt
         self.emit(f"{pad}{term_type} t[{k_bound}];  // the terms")
+        self.partition("t", pad)
         if product_casts:
             self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) t[k] = "
                       f"{w.cast(psite, product_casts[0].src, term('k'), lane, elements)};  // cast_{product_role}")
@@ -534,6 +542,7 @@ class _Kernel:
         node_fmt = union_format(term_fmt, site.dst)
         node_type = w.exact(f"l{i}_{tag}_node_t", node_fmt, f"a node of {role}'s adder tree (a term or a register)")
         self.emit(f"{pad}{node_type} n[{k_bound}];  // the tree's nodes, level by level")
+        self.partition("n", pad)
         self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) n[k] = t[k];")
         nodes = [term_fmt] * K
         if K == 1:
@@ -549,8 +558,12 @@ class _Kernel:
                 end = start
                 while end + 1 < pairs and sources[end + 1] == sources[start]:
                     end += 1
-                cast = w.cast(site, sources[start], "n[2 * p] + n[2 * p + 1]", lane, elements)
-                self.emit(f"{pad}for (int p = {start}; p <= {end}; p++) n[p] = {cast};")
+                if start == end:
+                    cast = w.cast(site, sources[start], f"n[{2 * start}] + n[{2 * start + 1}]", lane, elements)
+                    self.emit(f"{pad}n[{start}] = {cast};")
+                else:
+                    cast = w.cast(site, sources[start], "n[2 * p] + n[2 * p + 1]", lane, elements)
+                    self.emit(f"{pad}for (int p = {start}; p <= {end}; p++) n[p] = {cast};")
                 start = end + 1
             if len(nodes) % 2:
                 self.emit(f"{pad}n[{pairs}] = n[{len(nodes) - 1}];  // the odd node passes up uncast")
@@ -663,7 +676,8 @@ class _Kernel:
         self.emit("    // ---- output error: delta_L = cast_out_err(dLoss/da_L) ----------------------------------")
         self.emit(opens)
         self.emit(f"            const {src_t} g = {expr};  // exact")
-        self.emit(f"            {error}[b][j] = {w.cast(site, cast.src, 'g', f'b * N{L} + j', B * n_out)};")
+        self.emit(f"            {error}[b][j] = {w.cast(site, cast.src, 'g', f'b * N{L} + j', B * n_out)};"
+                  "  // cast_out_err")
         self.emit(closes)
         self.emit()
         self.error_type = {last: site.name}
@@ -686,7 +700,8 @@ class _Kernel:
         self.emit(opens)
         self.emit(f"            const l{i}_local_full_t e = {error}[b][j] * "
                   f"l{i}_derivative(s.l{i}.pre[b][j], s.l{i}.act[b][j]);  // exact")
-        self.emit(f"            {local}[b][j] = {w.cast(local_site, local_cast.src, 'e', f'b * {No} + j', B * n_out)};")
+        self.emit(f"            {local}[b][j] = {w.cast(local_site, local_cast.src, 'e', f'b * {No} + j', B * n_out)};"
+                  "  // cast_bias_grad")
         self.emit(closes)
         self.tensor(self.backward_tensors[i], "local", i, local, local_site.name, local_site.dst, B, n_out)
         # 2. bias gradient: the batch sum
@@ -839,8 +854,6 @@ class _Kernel:
                   f"void train_step(const input_t x[B][N0], const target_t y[B][N{L}], state_t &state) {{",
                   "    stages_t s;  // the step's stage memories",
                   "#endif"]
-        if self.pragmas:
-            lines += [f"#pragma HLS ARRAY_PARTITION variable=state.l{i}.weight complete dim=2" for i in range(L)]
         lines += [*self.body, "}", "", "}  // namespace fixprop", ""]
         return "\n".join(lines)
 
