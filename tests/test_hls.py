@@ -496,3 +496,21 @@ def test_relu_at_zero_is_reached_where_the_datapath_sets_it(tmp_path):
         reached = sum(int(((tensors[f"step{t}/layer{i}/pre"].raw == 0) & (tensors[f"step{t}/layer{i}/error"].raw != 0)).sum())
                       for t in range(STEPS) for i in range(case.net.n_layers))
         assert reached > 0, name
+
+
+def test_lfsr_lanes_cover_the_initial_quantization_of_stochastic_parameters(tmp_path):
+    """A STOCH weight whose update casts drop no bits draws only when it is first quantized; the
+    kernel still holds every lane that quantization used, loads them from step 0's lfsr_state and
+    checks them at every step."""
+    _toolchain_or_skip()
+    roles = narrow(update="s8.5")
+    roles["weight"] = cast("s8.5", "STOCH")
+    dp, net = Datapath(roles, lr_shift=3), MLP([6, 5, 2])
+    rng = np.random.default_rng(4)
+    bundle = export(net, dp, rng.uniform(-2, 2, (3, 6)), rng.uniform(-2, 2, (3, 2)), 3, tmp_path / "b",
+                    rng=LfsrSource(seed=2))
+    assert load(bundle)["step2/lfsr_state"].raw.size == 30
+    directory = hls.generate(net, dp, 1, tmp_path / "k", "ac_fixed", lfsr=LfsrSource(seed=2))
+    assert "static const int LFSR_LANES = 30;" in (directory / "train_step.h").read_text()
+    code, output = hls.run_testbench(hls.compile_testbench(directory, hls.find_headers("ac_fixed")), bundle)
+    assert code == 0 and output.startswith("PASS: 3 steps"), output

@@ -335,6 +335,11 @@ class _Kernel:
         self.state_tensors: list[list[_Tensor]] = [[] for _ in range(self.L)]
         self.activation_functions: list[str] = []
         self._write()
+        if lfsr is not None:  # lanes the initial quantization of STOCH parameters used (the bundle's step 0 holds them)
+            for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+                for role, size in (("weight", n_in * n_out), ("bias", n_out)):
+                    if datapath.cast_for(role, i).rounding is Rounding.STOCH:
+                        self.w.lanes = max(self.w.lanes, size)
 
     # helpers
     def cast_of(self, role: str, layer: int | None, index: int = 0) -> _Cast:
