@@ -148,6 +148,19 @@ def fidelity_stochastic_registers() -> Datapath:
     return Datapath(roles, lr_shift=3, name="stochastic registers")
 
 
+def header_pitfalls() -> Datapath:
+    """Two places where the ap_fixed headers go wrong unless the kernel works around them (found
+    by a review's random datapaths): an unsigned pre-activation (u40.20) compared with a PWL
+    activation's negative breakpoints (a wide ap_ufixed compared with a negative ap_fixed gives the
+    wrong answer: the kernel compares a signed copy), and a cast dropping more bits than its source
+    has (lr * dW in s10.19 into u13.6 with RND_ZERO: a debug assertion fires falsely: the C
+    simulation builds with NDEBUG)."""
+    roles = narrow(weight_grad="s10.10")
+    roles["pre"] = cast("u40.20", "RND_INF", "SAT")
+    roles["update"] = cast("u13.6", "RND_ZERO", "SAT")
+    return Datapath(roles, lr_shift=9, name="ap_fixed header pitfalls")
+
+
 def proposal(name: str) -> Datapath:
     return Datapath.load(ROOT / "docs" / "results" / name)
 
@@ -198,6 +211,8 @@ def cases(tmp: Path) -> list[Case]:
              fidelity_exact_registers(), scale=2.0),
         Case("fidelity_stochastic", MLP([3, 4, 5], "pwl_tanh:output", "linear", seed=8),
              fidelity_stochastic_registers(), LfsrSource(seed=3, bits=20), scale=2.0),
+        Case("header_pitfalls", MLP([1, 5, 4], "pwl_sigmoid", "hard_sigmoid:output", "mse", seed=3),
+             header_pitfalls(), scale=3.0),
         Case("lut_pwl_tanh", MLP([3, 5, 4], lut_file(tmp), "pwl_tanh", seed=9),
              Datapath.uniform(16, 10, "RND_MIN_INF", "SAT_SYM"), scale=5.0),
     ]
@@ -244,7 +259,7 @@ def built(tmp_path_factory) -> dict[str, Built]:
 CASE_NAMES = ["seed", "uniform16_rnd_sat", "uniform16_rnd_conv_wrap", "mode_matrix_1", "mode_matrix_2",
               "unsigned_full", "proposal_ik_w16", "proposal_digits_w16", "proposal_digits_w8",
               "momentum_lr_constant_mse", "leaky_relu_hard_tanh", "lfsr_stochastic", "fidelity_registers",
-              "fidelity_stochastic", "lut_pwl_tanh"]
+              "fidelity_stochastic", "header_pitfalls", "lut_pwl_tanh"]
 
 
 def checked_tensors(bundle) -> list[str]:
