@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -307,7 +308,7 @@ def test_c_simulation_equals_the_bundle_and_names_a_changed_integer(built, name,
     code, output = hls.run_testbench(b.binaries[types], changed_copy(b.bundle, tmp_path / "changed", tensor, index))
     step, layer, stage = tensor.split("/")
     assert code == 1, output
-    assert output.startswith(f"MISMATCH step {step[4:]} layer {layer[5:]} stage {stage} index {index} "), output
+    assert re.match(f"MISMATCH step {step[4:]} layer {layer[5:]} stage {stage} index {index}[ :]", output), output
 
 
 def sites_telling_modes_apart(case: Case) -> set[tuple[str, int]]:
@@ -424,7 +425,7 @@ def test_cli_check_passes_and_fails_with_the_testbench_status(tmp_path, capsys):
     assert main(["hls", "--check", str(changed), "--types", "ac_fixed"]) == 1
     assert capsys.readouterr().out.startswith("MISMATCH step 2 layer 0 stage weight_grad index 7 (row 2, column 1)")
     assert main(["hls", "--check", str(bundle), "--shape", "3,6,4"]) == 2
-    assert "takes the network, datapath and LFSR from the bundle; drop --shape" in capsys.readouterr().err
+    assert "takes the network, datapath, batch and LFSR from the bundle; drop --shape" in capsys.readouterr().err
 
 
 def test_trained_weights_become_c_arrays_of_the_state_types(tmp_path, capsys):
@@ -529,3 +530,45 @@ def test_lfsr_lanes_cover_the_initial_quantization_of_stochastic_parameters(tmp_
     assert "static const int LFSR_LANES = 30;" in (directory / "train_step.h").read_text()
     code, output = hls.run_testbench(hls.compile_testbench(directory, hls.find_headers("ac_fixed")), bundle)
     assert code == 0 and output.startswith("PASS: 3 steps"), output
+
+
+def test_review_findings_stay_fixed(tmp_path, capsys):
+    """What a review of the generator found: a file given as --out is one error line (exit 2); a
+    non-empty --out under --check needs --force; --batch beside --check is an error; a STOCH role
+    the network never casts needs no LFSR; a constant with many bits but few significant ones is
+    written; a tree's term typedef is the product's format (not the first node's sum); a 1-D
+    tensor's mismatch names no row and column."""
+    from fixprop.cli import main
+
+    _toolchain_or_skip()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["hls", "--out", str(afile)]) == 2
+    assert f"--out {afile} is a file, not a directory" in capsys.readouterr().err
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--shape", "3,4,2", "--batch", "2", "--steps", "1", "--out", str(bundle)]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train_step.h").write_text("// mine")
+    capsys.readouterr()
+    assert main(["hls", "--check", str(bundle), "--out", str(mine)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err and (mine / "train_step.h").read_text() == "// mine"
+    assert main(["hls", "--check", str(bundle), "--batch", "2"]) == 2
+    assert "drop --batch" in capsys.readouterr().err
+
+    roles = narrow()
+    roles["momentum"] = cast("s8.6", "STOCH")  # no momentum coefficient: never cast
+    hls.generate(MLP([3, 4, 2]), Datapath(roles, lr_shift=3), 2, tmp_path / "never")
+    dp = dataclasses.replace(Datapath(narrow(), lr_shift=None, lr=FixedConstant(0.5, QFormat(60, 60, False))))
+    assert "learning_rate_t(0.5)" in (hls.generate(MLP([3, 4, 2]), dp, 2, tmp_path / "wide_lr") / "train_step.cpp").read_text()
+
+    tree = narrow()
+    tree["prop_err"] = cast("s8.5", "RND", "SAT", accumulate="tree")
+    header = (hls.generate(MLP([3, 4, 5]), Datapath(tree, lr_shift=3), 2, tmp_path / "tree") / "train_step.h").read_text()
+    product = QFormat(16, 10)  # local s8.5 x weight s8.5
+    assert f"{hls._type(product, 'ap_fixed')} l1_prop_sum_term_t;" in header
+    assert "l0_mac_term_t" not in header  # the exact acc needs no term type
+
+    changed = changed_copy(bundle, tmp_path / "changed", "step0/layer1/bias_grad", 1)
+    result = hls.check(changed, "ac_fixed")
+    assert result.returncode == 1 and result.output.startswith("MISMATCH step 0 layer 1 stage bias_grad index 1: ")

@@ -310,13 +310,16 @@ def _cmd_hls(args: argparse.Namespace) -> int:
                                                        "preset", "word", "frac", "rounding", "overflow", "lr_shift")
              if getattr(args, name) is not None]
     if args.check:
-        if given or args.weights or args.lfsr_seed is not None:
-            extra = given + (["--weights"] if args.weights else []) + (["--lfsr-seed"] if args.lfsr_seed is not None else [])
-            raise ConfigError(f"--check BUNDLE takes the network, datapath and LFSR from the bundle; drop "
+        extra = given + [option for option, value in (("--weights", args.weights), ("--batch", args.batch),
+                                                      ("--lfsr-seed", args.lfsr_seed), ("--lfsr-bits", args.lfsr_bits),
+                                                      ("--pragmas", args.pragmas or None))
+                         if value is not None]
+        if extra:
+            raise ConfigError(f"--check BUNDLE takes the network, datapath, batch and LFSR from the bundle; drop "
                               f"{', '.join(extra)}")
         if args.out:
-            _check_parent(Path(args.out), "--out")
-        result = hls.check(args.check, args.types, args.include, args.out)
+            _check_output_dir(args.out, "--out")
+        result = hls.check(args.check, args.types, args.include, args.out, overwrite=args.force)
         if args.json:
             print(json.dumps({"passed": result.passed, "returncode": result.returncode, "output": result.output,
                               "types": args.types, "bundle": args.check}))
@@ -342,7 +345,9 @@ def _cmd_hls(args: argparse.Namespace) -> int:
     lfsr = None
     if args.lfsr_seed is not None:
         lfsr = LfsrSource(seed=args.lfsr_seed, **({} if args.lfsr_bits is None else {"bits": args.lfsr_bits}))
-    _check_parent(Path(args.out), "--out")
+    if args.batch is None:
+        args.batch = 1
+    _check_output_dir(args.out, "--out")
     out = hls.generate(net, datapath, args.batch, args.out, args.types, lfsr, args.include, args.pragmas, weights,
                        overwrite=args.force)
     files = sorted(p.name for p in out.iterdir())
@@ -669,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_datapath_options(hls_command)
     add_network_options(hls_command)
-    hls_command.set_defaults(shape=None, activation=None, loss=None, preset=None)  # to tell what was given
+    hls_command.set_defaults(shape=None, activation=None, loss=None, preset=None, batch=None)  # to tell what was given
     hls_command.add_argument("--out", metavar="DIR", help="directory to write (with --check: keep the C++ there)")
     hls_command.add_argument("--types", default="ap_fixed", choices=["ap_fixed", "ac_fixed"],
                              help="ap_fixed (Vitis HLS, default) or ac_fixed (Catapult, Intel HLS)")

@@ -41,7 +41,7 @@ import numpy as np
 from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError
 from fixprop.fixed.array import FixedArray
-from fixprop.fixed.format import QFormat, add_format, promote_signed, union_format
+from fixprop.fixed.format import QFormat, add_format, mul_format, promote_signed, union_format
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.hardware.lfsr import LfsrSource
 from fixprop.nn.activations import FromOutput, HardTanh, LeakyReLU, Linear, PiecewiseLinear, ReLU, _slope
@@ -138,6 +138,15 @@ def _uses_stoch(datapath: Datapath) -> bool:
     return any(cast.rounding is Rounding.STOCH for _, _, cast in datapath.all_casts())
 
 
+def stochastic_sites(net: MLP, datapath: Datapath, batch: int = 1) -> list[tuple[str, int | None]]:
+    """The (role, layer) sites a training step of ``net`` casts with STOCH rounding (a STOCH role
+    the network never casts, such as momentum without a coefficient, draws nothing)."""
+    if not _uses_stoch(datapath):
+        return []
+    return [site for site in _observe(net, datapath, batch)
+            if site[0] not in ("state_weight", "state_bias") and datapath.cast_for(*site).rounding is Rounding.STOCH]
+
+
 def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> None:
     """Raise HlsError for what the generator does not write (docs/hardware.md, "From a datapath to
     an HLS kernel"), feature by feature."""
@@ -148,7 +157,7 @@ def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> No
         if datapath.cast_for(role, None).rounding is Rounding.STOCH:
             raise HlsError(f"the {role} role rounds STOCH: the kernel receives {role} data already in its format, "
                            f"so its rounding happens before the kernel; give {role} a deterministic rounding")
-    if _uses_stoch(datapath) and lfsr is None:
+    if lfsr is None and stochastic_sites(net, datapath):
         raise HlsError("this datapath rounds STOCH: numpy's generator cannot be written as C++; the kernel "
                        "implements the LFSR source of docs/hardware.md: generate with --lfsr-seed N (and export "
                        "the bundle with the same --lfsr-seed)")
@@ -158,7 +167,10 @@ def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> No
             raise HlsError(f"{role}{where} accumulates '{cast.accumulate}' with word or frac 'full': its register "
                            "format would change with every addition; give the register a fixed word and frac")
     for name, const in (("lr", datapath.lr), ("momentum", datapath.momentum)):
-        if const is not None and abs(const.raw).bit_length() > 53:
+        if const is None:
+            continue
+        significant = abs(int(const.raw)) >> _trailing_zeros(int(const.raw))
+        if significant.bit_length() > 53:
             raise HlsError(f"the {name} constant has more than 53 significant bits ({const.fmt}); the generated "
                            "C++ writes constants as exact double literals: give it a format of at most 53 bits")
     for i in range(net.n_layers):
@@ -167,13 +179,17 @@ def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> No
             raise HlsError(f"layer {i}: activation {activation} has no HLS form")
 
 
+def _trailing_zeros(value: int) -> int:
+    return (value & -value).bit_length() - 1 if value else 0
+
+
 # -- C++ types ------------------------------------------------------------------------------------
 def _type(fmt: QFormat, types: str, rounding: Rounding | None = None, overflow: Overflow | None = None) -> str:
     """The C++ type of ``fmt``: ``ap_fixed<W, I, Q, O>`` (``ap_ufixed`` when unsigned), or
     ``ac_fixed<W, I, S, Q, O>``; without modes, exact storage (truncate, wrap: the defaults)."""
     if fmt.word > MAX_TYPE_BITS:
         raise HlsError(f"a value of format {fmt} needs more than {MAX_TYPE_BITS} bits (ap_fixed's limit); "
-                       "narrow the datapath's full-width roles")
+                       "narrow the datapath's widest roles (and any with word or frac 'full')")
     integer_bits = fmt.word - fmt.frac
     if types == "ap_fixed":
         base = "ap_fixed" if fmt.signed else "ap_ufixed"
@@ -428,6 +444,7 @@ class _Kernel:
             self.emit(f"    // ---- layer {i} forward: {n_in} -> {n_out} ({self.net.activation_of(i)}) "
                       "----------------------------")
             weight, bias = f"state.l{i}.weight", f"state.l{i}.bias"
+            weight_fmt = self.cast_of("state_weight", i).dst
             if ("weight_fwd", i) in self.casts:  # working copy of the master weights
                 site = w.site(f"l{i}_weight_fwd_t", self.cast_of("weight_fwd", i), dp, "working weights")
                 cxx = self.field(i, site.name, "weight_fwd", [No, Ni])
@@ -440,7 +457,7 @@ class _Kernel:
                           "  // cast_weight_fwd")
                 self.emit(closes)
                 self.tensor(self.forward_tensors[i], "weight_fwd", i, cxx, site.name, site.dst, n_out, n_in)
-                weight = cxx
+                weight, weight_fmt = cxx, site.dst
             if ("bias_fwd", i) in self.casts:
                 site = w.site(f"l{i}_bias_fwd_t", self.cast_of("bias_fwd", i), dp, "working biases")
                 cxx = self.field(i, site.name, "bias_fwd", [No])
@@ -454,13 +471,16 @@ class _Kernel:
                 bias = cxx
             self.working = getattr(self, "working", {})
             self.working[i] = weight
+            self.working_fmt = getattr(self, "working_fmt", {})
+            self.working_fmt[i] = weight_fmt
             acc_site = w.site(f"l{i}_acc_t", self.cast_of("acc", i, -1), dp, "accumulator")
             acc = self.field(i, acc_site.name, "acc", ["B", No])
             opens, closes = self.loops(("b", "B"), ("j", No))
             self.emit(opens)
             product_fmt = self._sum(
                 i, "acc", "product", acc_site, f"{acc}[b][j]", K=n_in, k_bound=Ni,
-                term=lambda k: f"{a_prev}[b][{k}] * {weight}[j][{k}]", lane="b * " + No + " + j",
+                term=lambda k: f"{a_prev}[b][{k}] * {weight}[j][{k}]", term_fmt=mul_format(a_fmt, weight_fmt),
+                lane="b * " + No + " + j",
                 elements=B * n_out, indent=3, exact_out=("product", [ "B", No]))
             if product_fmt is not None:
                 self.tensor(self.forward_tensors[i], "product", i, f"s.l{i}.product", f"l{i}_mac_t", product_fmt,
@@ -471,7 +491,7 @@ class _Kernel:
             pre_site = w.site(f"l{i}_pre_t", pre_cast, dp, "pre-activation")
             pre = self.field(i, pre_site.name, "pre", ["B", No])
             act_cast = self.cast_of("act", i)
-            w.exact(f"l{i}_f_t", act_cast.src, "f(z), exact")
+            w.exact(f"l{i}_f_t", act_cast.src, "f(z)")
             act_site = w.site(f"l{i}_act_t", act_cast, dp, "activation")
             act = self.field(i, act_site.name, "act", ["B", No])
             lane = f"b * {No} + j"
@@ -491,12 +511,13 @@ class _Kernel:
                     self.tensor(self.forward_tensors[i], stage, i, cxx, site.name, site.dst, B, n_out)
 
     def _sum(self, i: int, role: str, product_role: str | None, site: _Site, dest: str, K: int, k_bound: str,
-             term, lane: str, elements: int, indent: int, exact_out: tuple[str, list[str]] | None = None,
-             first_term_role_casts: int = 0) -> QFormat | None:
+             term, term_fmt: QFormat, lane: str, elements: int, indent: int,
+             exact_out: tuple[str, list[str]] | None = None, first_term_role_casts: int = 0) -> QFormat | None:
         """One element of a sum role (acc, prop_err, weight_grad, the bias_grad batch sum): its K
         terms (each cast into ``product_role`` when the datapath has it), added as the role's
-        ``accumulate`` says, into ``dest``. ``term(k)`` is the C++ of term k. Returns the exact
-        sum's format when one exists (accumulate exact), for the bundle's ``product``."""
+        ``accumulate`` says, into ``dest``. ``term(k)`` is the C++ of term k, exact in
+        ``term_fmt``. Returns the exact sum's format when one exists (accumulate exact), for the
+        bundle's ``product``."""
         w, dp = self.w, self.dp
         pad = "    " * indent
         spec = dp.cast_for(role, i)
@@ -506,10 +527,7 @@ class _Kernel:
         if product_casts:
             psite = w.site(f"l{i}_{product_role}_t", product_casts[0], dp, f"{role}'s products")
             term_type, term_fmt = psite.name, psite.dst
-        else:
-            term_fmt = casts[0].src if spec.accumulate == "exact" else None
-            if spec.accumulate != "exact":
-                term_fmt = casts[0].src  # the first register cast's input is term 0
+        elif spec.accumulate != "exact":
             term_type = w.exact(f"l{i}_{tag}_term_t", term_fmt, f"one term of {role}'s sum")
         if spec.accumulate == "exact" and not product_casts:
             sum_fmt = casts[0].src
@@ -671,7 +689,7 @@ class _Kernel:
         last = L - 1
         n_out = self.sizes[-1]
         cast = self.cast_of("out_err", last)
-        src_t = w.exact("loss_grad_t", cast.src, f"dLoss/da ({self.net.loss.name}), exact")
+        src_t = w.exact("loss_grad_t", cast.src, f"dLoss/da ({self.net.loss.name})")
         site = w.site(f"l{last}_error_t", cast, dp, "output error")
         error = self.field(last, site.name, "error", ["B", f"N{L}"])
         loss = self.net.loss.name
@@ -702,11 +720,12 @@ class _Kernel:
         n_in, n_out = self.sizes[i], self.sizes[i + 1]
         Ni, No = f"N{i}", f"N{i + 1}"
         a_prev = "x" if i == 0 else f"s.l{i - 1}.act"
+        a_fmt = self.cast_of("input", None).dst if i == 0 else self.cast_of("act", i - 1).dst
         error = f"s.l{i}.error"
         self.tensor(self.backward_tensors[i], "error", i, error, self.error_type[i], self.error_fmt[i], B, n_out)
         self.emit(f"    // ---- layer {i} backward ------------------------------------------------------------")
         local_cast = self.cast_of("bias_grad", i, 0)
-        w.exact(f"l{i}_local_full_t", local_cast.src, "delta * f'(z), exact")
+        w.exact(f"l{i}_local_full_t", local_cast.src, "delta * f'(z)")
         local_site = w.site(f"l{i}_local_t", local_cast, dp, "local error")
         local = self.field(i, local_site.name, "local", ["B", No])
         opens, closes = self.loops(("b", "B"), ("j", No))
@@ -726,7 +745,8 @@ class _Kernel:
         self.emit("    // 2. bias gradient db = cast_bias_grad(sum over the batch of e)")
         self.emit(opens)
         self._sum(i, "bias_grad", None, bias_site, f"{bias_grad}[j]", K=B, k_bound="B",
-                  term=lambda k: f"{local}[{k}][j]", lane="j", elements=n_out, indent=2, first_term_role_casts=1)
+                  term=lambda k: f"{local}[{k}][j]", term_fmt=local_site.dst, lane="j", elements=n_out, indent=2,
+                  first_term_role_casts=1)
         self.emit(closes)
         self.tensor(self.backward_tensors[i], "bias_grad", i, bias_grad, bias_site.name, bias_site.dst, 1, n_out,
                     ndim=1)
@@ -738,6 +758,7 @@ class _Kernel:
         self.emit(opens)
         self._sum(i, "weight_grad", "grad_product", grad_site, f"{weight_grad}[j][i]", K=B, k_bound="B",
                   term=lambda k: f"{local}[{k}][j] * {a_prev}[{k}][i]", lane=f"j * {Ni} + i", elements=n_in * n_out,
+                  term_fmt=mul_format(local_site.dst, a_fmt),
                   indent=3)
         self.emit(closes)
         self.tensor(self.backward_tensors[i], "weight_grad", i, weight_grad, grad_site.name, grad_site.dst, n_out, n_in)
@@ -751,6 +772,7 @@ class _Kernel:
             weight = self.working[i]
             self._sum(i, "prop_err", "prop_product", prop_site, f"{prop}[b][i]", K=n_out, k_bound=No,
                       term=lambda k: f"{local}[b][{k}] * {weight}[{k}][i]", lane=f"b * {Ni} + i",
+                      term_fmt=mul_format(local_site.dst, self.working_fmt[i]),
                       elements=B * n_in, indent=3)
             self.emit(closes)
             self.error_type[i - 1] = prop_site.name
@@ -777,7 +799,7 @@ class _Kernel:
             step = f"{grad}{idx}"
             if dp.momentum is not None:
                 cast = self.cast_of("momentum", i, index)
-                src_t = w.exact(f"l{i}_{kind}_velocity_full_t", cast.src, "mu v + g, exact")
+                src_t = w.exact(f"l{i}_{kind}_velocity_full_t", cast.src, "mu v + g")
                 site = w.site(f"l{i}_{kind}_velocity_t", cast, dp, f"{kind} velocity (state)")
                 mu = Fraction(int(dp.momentum.raw)) / Fraction(2) ** dp.momentum.fmt.frac
                 mu_t = w.typedef("momentum_coefficient_t", dp.momentum.fmt, f"mu = {float(mu)!r}")
@@ -788,7 +810,7 @@ class _Kernel:
                                                       site.dst, site.name, rows * cols, cols, ndim))
                 step = velocity
             cast = self.cast_of("update", i, index)
-            src_t = w.exact(f"l{i}_{kind}_lr_step_t", cast.src, "lr * step, exact")
+            src_t = w.exact(f"l{i}_{kind}_lr_step_t", cast.src, "lr * step")
             site = w.site(f"l{i}_{kind}_update_t", cast, dp, f"{kind} update")
             update = self.field(i, site.name, f"{kind}_update", dims)
             if dp.lr_shift is not None:
@@ -803,7 +825,7 @@ class _Kernel:
             self.update_tensors[i].append(_Tensor(f"{kind}_update", i, update, site.dst, site.name, rows * cols, cols,
                                                   ndim))
             cast = self.cast_of(kind, i)
-            src_t = w.exact(f"l{i}_{kind}_diff_t", cast.src, f"{kind} - u, exact")
+            src_t = w.exact(f"l{i}_{kind}_diff_t", cast.src, f"{kind} - u")
             site = self.weight_site[i] if kind == "weight" else self.bias_site[i]
             param = f"state.l{i}.{kind}{idx}"
             self.emit(f"{pad}const {src_t} p = {param} - {update}{idx};  // exact")
@@ -1015,7 +1037,8 @@ def weights_header(kernel: _Kernel, weights: Sequence[LayerParams]) -> str:
                 got = value.fmt if isinstance(value, FixedArray) else type(value).__name__
                 raise HlsError(f"layer {i} {kind}: the kernel holds {site.dst}, the weights are {got}")
             if value.fmt.word > 53:
-                raise HlsError(f"layer {i} {kind}: {value.fmt} values are written as exact doubles (at most 53 bits)")
+                raise HlsError(f"layer {i} {kind}: {value.fmt} values are written as exact double literals, which hold "
+                               "at most 53 bits: --weights needs weight and bias words of at most 53 bits")
             dims = "".join(f"[{d}]" for d in value.shape)
             values = np.asarray(value.raw, dtype=object).reshape(value.shape)
             scale = Fraction(1, 1 << value.fmt.frac) if value.fmt.frac >= 0 else Fraction(1 << -value.fmt.frac)
@@ -1076,10 +1099,12 @@ def run_testbench(binary: str | Path, bundle: str | Path) -> tuple[int, str]:
 
 
 def check(bundle: str | Path, types: str = "ap_fixed", include: str | Path | None = None,
-          out: str | Path | None = None, cxx: str = "g++") -> CheckResult:
+          out: str | Path | None = None, cxx: str = "g++", overwrite: bool = False) -> CheckResult:
     """Generate the kernel of an export bundle's network and datapath (its manifest), compile its
     C simulation with ``cxx`` and run it on the bundle. ``out``: where the C++ goes (default: a
-    temporary directory, removed after the run)."""
+    temporary directory, removed after the run; a non-empty ``out`` only with ``overwrite``).
+    The result's returncode is the testbench's (0 equal, 1 a mismatch, 2 an unreadable bundle),
+    or 3 when the simulation stopped on a signal (its output says which)."""
     from fixprop.hardware.bundle import load
 
     loaded = load(bundle)  # every file checked against the manifest first
@@ -1093,15 +1118,18 @@ def check(bundle: str | Path, types: str = "ap_fixed", include: str | Path | Non
     lfsr = None
     if lfsr_table is not None:
         lfsr = LfsrSource(lfsr_table["seed"], lfsr_table["bits"], lfsr_table["width"], lfsr_table["taps"])
-    elif _uses_stoch(loaded.datapath):
+    elif stochastic_sites(net, loaded.datapath, int(network["batch"])):
         raise HlsError(f"{bundle}: its STOCH casts drew from numpy's generator, which C++ cannot replay; the kernel "
                        "implements the LFSR source: export the bundle with --lfsr-seed N")
     temporary = out is None
     directory = Path(tempfile.mkdtemp(prefix="fixprop-hls-")) if temporary else Path(out)
     try:
-        generate(net, loaded.datapath, int(network["batch"]), directory, types, lfsr, include, overwrite=True)
+        generate(net, loaded.datapath, int(network["batch"]), directory, types, lfsr, include,
+                 overwrite=temporary or overwrite)
         binary = compile_testbench(directory, find_headers(types, include), cxx)
         code, output = run_testbench(binary, loaded.path)
+        if code not in (0, 1, 2):  # a crash: never reported as a pass, a mismatch or a bad bundle
+            output, code = f"{output}\ntestbench: stopped by signal {-code} (exit status {code})".strip(), 3
         return CheckResult(code == 0, code, output, directory)
     finally:
         if temporary:

@@ -132,9 +132,11 @@ template <int W, bool S, class T> void check(Bundle &bundle, int step, int layer
         for (size_t c = 0; c < want.size(); c++) want[c] = (char)std::tolower((unsigned char)want[c]);
         if (got != want) {
             const T expected = from_hex<W, T>(want, t.file);
-            std::printf("MISMATCH step %d layer %d stage %s index %d (row %d, column %d): expected 0x%s (%.10g) "
+            char place[64] = "";
+            if (count > columns) std::snprintf(place, sizeof place, " (row %d, column %d)", i / columns, i % columns);
+            std::printf("MISMATCH step %d layer %d stage %s index %d%s: expected 0x%s (%.10g) "
                         "got 0x%s (%.10g) [format %s, %s]\n",
-                        step, layer, stage, i, i / columns, i % columns, want.c_str(), expected.to_double(),
+                        step, layer, stage, i, place, want.c_str(), expected.to_double(),
                         got.c_str(), values[i].to_double(), format, t.file.c_str());
             std::exit(MISMATCH);
         }
