@@ -529,26 +529,22 @@ class _Kernel:
             term_type, term_fmt = psite.name, psite.dst
         elif spec.accumulate != "exact":
             term_type = w.exact(f"l{i}_{tag}_term_t", term_fmt, f"one term of {role}'s sum")
-        if spec.accumulate == "exact" and not product_casts:
-            sum_fmt = casts[0].src
-            sum_type = w.exact(f"l{i}_{tag}_t", sum_fmt, f"{role}'s exact {K}-term sum")
-            self.emit(f"{pad}{sum_type} sum = 0;")
-            self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) sum += {term('k')};  // exact")
-            self._store_exact(i, exact_out, sum_type, pad)
-            self.emit(f"{pad}{dest} = {w.cast(site, sum_fmt, 'sum', lane, elements)};  // cast_{role}")
-            return sum_fmt
-        self.emit(f"{pad}{term_type} t[{k_bound}];  // the terms")
-        self.partition("t", pad)
-        if product_casts:
-            self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) t[k] = "
-                      f"{w.cast(psite, product_casts[0].src, term('k'), lane, elements)};  // cast_{product_role}")
-        else:
-            self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) t[k] = {term('k')};  // exact")
+        addend = term("k")  # exact terms summed exactly need no array of terms
+        if product_casts or spec.accumulate != "exact":
+            self.emit(f"{pad}{term_type} t[{k_bound}];  // the terms")
+            self.partition("t", pad)
+            if product_casts:
+                self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) t[k] = "
+                          f"{w.cast(psite, product_casts[0].src, term('k'), lane, elements)};  // cast_{product_role}")
+            else:
+                self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) t[k] = {term('k')};  // exact")
+            addend = "t[k]"
         if spec.accumulate == "exact":
             sum_fmt = casts[0].src
-            sum_type = w.exact(f"l{i}_{tag}_t", sum_fmt, f"{role}'s exact {K}-term sum of cast products")
+            what = f"{role}'s exact {K}-term sum" + (" of cast products" if product_casts else "")
+            sum_type = w.exact(f"l{i}_{tag}_t", sum_fmt, what)
             self.emit(f"{pad}{sum_type} sum = 0;")
-            self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) sum += t[k];  // exact")
+            self.emit(f"{pad}for (int k = 0; k < {k_bound}; k++) sum += {addend};  // exact")
             self._store_exact(i, exact_out, sum_type, pad)
             self.emit(f"{pad}{dest} = {w.cast(site, sum_fmt, 'sum', lane, elements)};  // cast_{role}")
             return sum_fmt
