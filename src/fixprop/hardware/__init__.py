@@ -26,9 +26,9 @@ def export(net, datapath, x, y, steps: int, out, params=None, rng=None, overwrit
     tensors = training_tensors(net, datapath, x, y, steps, params, rng)
     if check_backend is not None:
         check_engine(net, datapath, x, y, steps, params, check_rng, tensors, check_backend)
-    network = {"layer_sizes": net.layer_sizes, "activation": str(net.activation),
-               "output_activation": str(net.output_activation), "loss": net.loss.name,
-               "init": net.init, "seed": net.seed, "steps": steps, "batch": len(x) // steps}
+    from fixprop.hardware.state import network_table
+
+    network = {**network_table(net), "init": net.init, "seed": net.seed, "steps": steps, "batch": len(x) // steps}
     return write(tensors, out, datapath, network, overwrite, lfsr=rng if isinstance(rng, LfsrSource) else None)
 
 

@@ -128,9 +128,6 @@ def _observe(net: MLP, datapath: Datapath, batch: int) -> dict[tuple[str, int | 
     trace = net.forward(ar, state, np.zeros((batch, net.layer_sizes[0])))
     grads = net.backward(ar, state, trace, np.zeros((batch, net.layer_sizes[-1])))
     net.sgd_step(ar, state, grads, velocity)
-    for i, p in enumerate(state):  # the state's own formats (cast before the step)
-        casts[("state_weight", i)].append(_Cast("weight", i, None, p.weight.fmt))
-        casts[("state_bias", i)].append(_Cast("bias", i, None, p.bias.fmt))
     return casts
 
 
@@ -138,18 +135,16 @@ def _uses_stoch(datapath: Datapath) -> bool:
     return any(cast.rounding is Rounding.STOCH for _, _, cast in datapath.all_casts())
 
 
-def stochastic_sites(net: MLP, datapath: Datapath, batch: int = 1) -> list[tuple[str, int | None]]:
-    """The (role, layer) sites a training step of ``net`` casts with STOCH rounding (a STOCH role
-    the network never casts, such as momentum without a coefficient, draws nothing)."""
-    if not _uses_stoch(datapath):
-        return []
-    return [site for site in _observe(net, datapath, batch)
-            if site[0] not in ("state_weight", "state_bias") and datapath.cast_for(*site).rounding is Rounding.STOCH]
+def stochastic_sites(casts: dict[tuple[str, int | None], list[_Cast]], datapath: Datapath) -> list[tuple[str, int | None]]:
+    """The (role, layer) sites among the step's ``casts`` (:func:`_observe`) that round STOCH (a
+    STOCH role the network never casts, such as momentum without a coefficient, draws nothing)."""
+    return [site for site in casts if datapath.cast_for(*site).rounding is Rounding.STOCH]
 
 
-def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> None:
+def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None,
+                    casts: dict[tuple[str, int | None], list[_Cast]]) -> None:
     """Raise HlsError for what the generator does not write (docs/hardware.md, "From a datapath to
-    an HLS kernel"), feature by feature."""
+    an HLS kernel"), feature by feature; ``casts`` are the step's (:func:`_observe`)."""
     if datapath.dynamic is not None or any(cast.dynamic is not None for _, _, cast in datapath.all_casts()):
         raise HlsError("dynamic fixed point (frac = \"dynamic\") moves formats at run time; ap_fixed and ac_fixed "
                        "types are fixed when the kernel is compiled: give every role a fixed frac for HLS")
@@ -157,7 +152,7 @@ def check_supported(net: MLP, datapath: Datapath, lfsr: LfsrSource | None) -> No
         if datapath.cast_for(role, None).rounding is Rounding.STOCH:
             raise HlsError(f"the {role} role rounds STOCH: the kernel receives {role} data already in its format, "
                            f"so its rounding happens before the kernel; give {role} a deterministic rounding")
-    if lfsr is None and stochastic_sites(net, datapath):
+    if lfsr is None and stochastic_sites(casts, datapath):
         raise HlsError("this datapath rounds STOCH: numpy's generator cannot be written as C++; the kernel "
                        "implements the LFSR source of docs/hardware.md: generate with --lfsr-seed N (and export "
                        "the bundle with the same --lfsr-seed)")
@@ -321,7 +316,6 @@ class _Tensor:
     layer: int  # -1 for step-level tensors (target)
     cxx: str  # the C++ array, e.g. "s.l0.pre"
     fmt: QFormat
-    type_name: str
     count: int
     columns: int
     ndim: int = 2  # the C++ array's dimensions (biases are 1-D)
@@ -336,9 +330,9 @@ class _Kernel:
     """Writes train_step.h / train_step.cpp for one network, datapath and batch."""
 
     def __init__(self, net: MLP, datapath: Datapath, batch: int, types: str, lfsr: LfsrSource | None,
-                 pragmas: bool) -> None:
+                 pragmas: bool, casts: dict[tuple[str, int | None], list[_Cast]]) -> None:
         self.net, self.dp, self.batch, self.types, self.pragmas = net, datapath, batch, types, pragmas
-        self.casts = _observe(net, datapath, batch)
+        self.casts = casts
         self.w = _Writer(types, lfsr)
         self.sizes = net.layer_sizes
         self.L = net.n_layers
@@ -350,6 +344,11 @@ class _Kernel:
         self.update_tensors: list[list[_Tensor]] = [[] for _ in range(self.L)]
         self.state_tensors: list[list[_Tensor]] = [[] for _ in range(self.L)]
         self.activation_functions: list[str] = []
+        self.weight_site: dict[int, _Site] = {}  # the state's types, written by the update's casts
+        self.bias_site: dict[int, _Site] = {}
+        self.working: dict[int, str] = {}  # the weights forward and backward read (C++), and their format
+        self.working_fmt: dict[int, QFormat] = {}
+        self.error_fmt: dict[int, QFormat] = {}  # the format of the error arriving at each layer's output
         self._write()
         if lfsr is not None:  # lanes the initial quantization of STOCH parameters used (the bundle's step 0 holds them)
             for i, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
@@ -361,9 +360,6 @@ class _Kernel:
     def cast_of(self, role: str, layer: int | None, index: int = 0) -> _Cast:
         return self.casts[(role, layer)][index]
 
-    def N(self, i: int) -> str:
-        return f"N{i}"
-
     def emit(self, line: str = "") -> None:
         self.body.append(line)
 
@@ -371,9 +367,9 @@ class _Kernel:
         self.layer_fields[layer].append(f"    {type_name} {name}{''.join(f'[{d}]' for d in dims)};")
         return f"s.l{layer}.{name}"
 
-    def tensor(self, group: list, stage: str, layer: int, cxx: str, type_name: str, fmt: QFormat,
-               rows: int, columns: int, ndim: int = 2) -> None:
-        group.append(_Tensor(stage, layer, cxx, fmt, type_name, rows * columns, columns, ndim))
+    def tensor(self, group: list, stage: str, layer: int, cxx: str, fmt: QFormat, rows: int, columns: int,
+               ndim: int = 2) -> None:
+        group.append(_Tensor(stage, layer, cxx, fmt, rows * columns, columns, ndim))
 
     def partition(self, array: str, pad: str) -> None:
         """With pragmas: a local array of terms or tree nodes becomes registers (all read at once)."""
@@ -394,10 +390,8 @@ class _Kernel:
     # the network
     def _write(self) -> None:
         L, w = self.L, self.w
-        w.typedef("input_t", self.cast_of("input", None).dst, f"input: {self._modes('input', None)}",
-                  *self._native_modes("input", None))
-        w.typedef("target_t", self.cast_of("target", None).dst, f"target: {self._modes('target', None)}",
-                  *self._native_modes("target", None))
+        w.site("input_t", self.cast_of("input", None), self.dp, "input data")
+        w.site("target_t", self.cast_of("target", None), self.dp, "targets")
         for i in range(L):
             self._layer_types(i)
         self._forward()
@@ -407,25 +401,11 @@ class _Kernel:
         for i in range(L):
             self._update(i)
 
-    def _modes(self, role: str, layer: int | None) -> str:
-        spec = self.dp.cast_for(role, layer)
-        return f"{spec.rounding.name} {spec.overflow.name}"
-
-    def _native_modes(self, role: str, layer: int | None) -> tuple[Rounding | None, Overflow | None]:
-        spec = self.dp.cast_for(role, layer)
-        site = _Site("", role, layer, self.cast_of(role, layer).dst, spec.rounding, spec.overflow)
-        return (None, None) if site.explicit else (spec.rounding, spec.overflow)
-
     def _layer_types(self, i: int) -> None:
         w, dp = self.w, self.dp
-        weight = self.cast_of("state_weight", i).dst
-        bias = self.cast_of("state_bias", i).dst
-        # the state: the weight and bias casts of the update write these types
-        self.weight_site = getattr(self, "weight_site", {})
-        self.bias_site = getattr(self, "bias_site", {})
+        # the state: the update's weight and bias casts write these types (the state's formats)
         self.weight_site[i] = w.site(f"l{i}_weight_t", self.cast_of("weight", i), dp, "weight (state)")
         self.bias_site[i] = w.site(f"l{i}_bias_t", self.cast_of("bias", i), dp, "bias (state)")
-        assert self.weight_site[i].dst == weight and self.bias_site[i].dst == bias
         self.state_fields[i] += [f"    l{i}_weight_t weight[N{i + 1}][N{i}];", f"    l{i}_bias_t bias[N{i + 1}];"]
         if dp.momentum is not None:
             self.state_fields[i] += [f"    l{i}_weight_velocity_t weight_velocity[N{i + 1}][N{i}];",
@@ -438,13 +418,12 @@ class _Kernel:
             n_in, n_out = self.sizes[i], self.sizes[i + 1]
             Ni, No = f"N{i}", f"N{i + 1}"
             a_prev = "x" if i == 0 else f"s.l{i - 1}.act"
-            a_type = "input_t" if i == 0 else f"l{i - 1}_act_t"
             a_fmt = self.cast_of("input", None).dst if i == 0 else self.cast_of("act", i - 1).dst
-            self.tensor(self.forward_tensors[i], "input", i, a_prev, a_type, a_fmt, B, n_in)
+            self.tensor(self.forward_tensors[i], "input", i, a_prev, a_fmt, B, n_in)
             self.emit(f"    // ---- layer {i} forward: {n_in} -> {n_out} ({self.net.activation_of(i)}) "
                       "----------------------------")
             weight, bias = f"state.l{i}.weight", f"state.l{i}.bias"
-            weight_fmt = self.cast_of("state_weight", i).dst
+            weight_fmt = self.weight_site[i].dst
             if ("weight_fwd", i) in self.casts:  # working copy of the master weights
                 site = w.site(f"l{i}_weight_fwd_t", self.cast_of("weight_fwd", i), dp, "working weights")
                 cxx = self.field(i, site.name, "weight_fwd", [No, Ni])
@@ -456,7 +435,7 @@ class _Kernel:
                           f"{w.cast(site, self.cast_of('weight_fwd', i).src, f'{weight}[j][k]', lane, n_in * n_out)};"
                           "  // cast_weight_fwd")
                 self.emit(closes)
-                self.tensor(self.forward_tensors[i], "weight_fwd", i, cxx, site.name, site.dst, n_out, n_in)
+                self.tensor(self.forward_tensors[i], "weight_fwd", i, cxx, site.dst, n_out, n_in)
                 weight, weight_fmt = cxx, site.dst
             if ("bias_fwd", i) in self.casts:
                 site = w.site(f"l{i}_bias_fwd_t", self.cast_of("bias_fwd", i), dp, "working biases")
@@ -467,12 +446,9 @@ class _Kernel:
                 self.emit(f"        {cxx}[j] = {w.cast(site, self.cast_of('bias_fwd', i).src, f'{bias}[j]', 'j', n_out)};"
                           "  // cast_bias_fwd")
                 self.emit(closes)
-                self.tensor(self.forward_tensors[i], "bias_fwd", i, cxx, site.name, site.dst, 1, n_out, ndim=1)
+                self.tensor(self.forward_tensors[i], "bias_fwd", i, cxx, site.dst, 1, n_out, ndim=1)
                 bias = cxx
-            self.working = getattr(self, "working", {})
-            self.working[i] = weight
-            self.working_fmt = getattr(self, "working_fmt", {})
-            self.working_fmt[i] = weight_fmt
+            self.working[i], self.working_fmt[i] = weight, weight_fmt
             acc_site = w.site(f"l{i}_acc_t", self.cast_of("acc", i, -1), dp, "accumulator")
             acc = self.field(i, acc_site.name, "acc", ["B", No])
             opens, closes = self.loops(("b", "B"), ("j", No))
@@ -483,8 +459,7 @@ class _Kernel:
                 lane="b * " + No + " + j",
                 elements=B * n_out, indent=3, exact_out=("product", [ "B", No]))
             if product_fmt is not None:
-                self.tensor(self.forward_tensors[i], "product", i, f"s.l{i}.product", f"l{i}_mac_t", product_fmt,
-                            B, n_out)
+                self.tensor(self.forward_tensors[i], "product", i, f"s.l{i}.product", product_fmt, B, n_out)
             pre_cast = self.cast_of("pre", i)
             pre_full_t = w.exact(f"l{i}_pre_full_t", pre_cast.src, "acc + bias (the bundle's acc)")
             pre_full = self.field(i, pre_full_t, "pre_full", ["B", No])
@@ -504,11 +479,9 @@ class _Kernel:
             self.emit(closes)
             self.emit()
             self._activation_function(i)
-            for stage, cxx, site in (("acc", pre_full, None), ("pre", pre, pre_site), ("act", act, act_site)):
-                if site is None:
-                    self.tensor(self.forward_tensors[i], stage, i, cxx, pre_full_t, pre_cast.src, B, n_out)
-                else:
-                    self.tensor(self.forward_tensors[i], stage, i, cxx, site.name, site.dst, B, n_out)
+            self.tensor(self.forward_tensors[i], "acc", i, pre_full, pre_cast.src, B, n_out)
+            self.tensor(self.forward_tensors[i], "pre", i, pre, pre_site.dst, B, n_out)
+            self.tensor(self.forward_tensors[i], "act", i, act, act_site.dst, B, n_out)
 
     def _sum(self, i: int, role: str, product_role: str | None, site: _Site, dest: str, K: int, k_bound: str,
              term, term_fmt: QFormat, lane: str, elements: int, indent: int,
@@ -708,8 +681,7 @@ class _Kernel:
                   "  // cast_out_err")
         self.emit(closes)
         self.emit()
-        self.error_type = {last: site.name}
-        self.error_fmt = {last: site.dst}
+        self.error_fmt[last] = site.dst
 
     def _backward(self, i: int) -> None:
         w, dp, B = self.w, self.dp, self.batch
@@ -718,7 +690,7 @@ class _Kernel:
         a_prev = "x" if i == 0 else f"s.l{i - 1}.act"
         a_fmt = self.cast_of("input", None).dst if i == 0 else self.cast_of("act", i - 1).dst
         error = f"s.l{i}.error"
-        self.tensor(self.backward_tensors[i], "error", i, error, self.error_type[i], self.error_fmt[i], B, n_out)
+        self.tensor(self.backward_tensors[i], "error", i, error, self.error_fmt[i], B, n_out)
         self.emit(f"    // ---- layer {i} backward ------------------------------------------------------------")
         local_cast = self.cast_of("bias_grad", i, 0)
         w.exact(f"l{i}_local_full_t", local_cast.src, "delta * f'(z)")
@@ -732,7 +704,7 @@ class _Kernel:
         self.emit(f"            {local}[b][j] = {w.cast(local_site, local_cast.src, 'e', f'b * {No} + j', B * n_out)};"
                   "  // cast_bias_grad")
         self.emit(closes)
-        self.tensor(self.backward_tensors[i], "local", i, local, local_site.name, local_site.dst, B, n_out)
+        self.tensor(self.backward_tensors[i], "local", i, local, local_site.dst, B, n_out)
         # 2. bias gradient: the batch sum
         bias_casts = self.casts[("bias_grad", i)][1:]
         bias_site = w.site(f"l{i}_bias_grad_t", bias_casts[-1], dp, "bias gradient")
@@ -744,7 +716,7 @@ class _Kernel:
                   term=lambda k: f"{local}[{k}][j]", term_fmt=local_site.dst, lane="j", elements=n_out, indent=2,
                   first_term_role_casts=1)
         self.emit(closes)
-        self.tensor(self.backward_tensors[i], "bias_grad", i, bias_grad, bias_site.name, bias_site.dst, 1, n_out,
+        self.tensor(self.backward_tensors[i], "bias_grad", i, bias_grad, bias_site.dst, 1, n_out,
                     ndim=1)
         # 3. weight gradient
         grad_site = w.site(f"l{i}_weight_grad_t", self.cast_of("weight_grad", i, -1), dp, "weight gradient")
@@ -757,7 +729,7 @@ class _Kernel:
                   term_fmt=mul_format(local_site.dst, a_fmt),
                   indent=3)
         self.emit(closes)
-        self.tensor(self.backward_tensors[i], "weight_grad", i, weight_grad, grad_site.name, grad_site.dst, n_out, n_in)
+        self.tensor(self.backward_tensors[i], "weight_grad", i, weight_grad, grad_site.dst, n_out, n_in)
         # 4. propagated error (before the update, with the forward pass's weights)
         if i > 0:
             prop_site = w.site(f"l{i - 1}_error_t", self.cast_of("prop_err", i, -1), dp, "propagated error")
@@ -771,7 +743,6 @@ class _Kernel:
                       term_fmt=mul_format(local_site.dst, self.working_fmt[i]),
                       elements=B * n_in, indent=3)
             self.emit(closes)
-            self.error_type[i - 1] = prop_site.name
             self.error_fmt[i - 1] = prop_site.dst
         self.emit()
 
@@ -803,7 +774,7 @@ class _Kernel:
                 self.emit(f"{pad}const {src_t} v = {velocity} * {mu_t}({_literal(mu)}) + {step};  // exact")
                 self.emit(f"{pad}{velocity} = {w.cast(site, cast.src, 'v', lane, rows * cols)};  // cast_momentum")
                 self.update_tensors[i].append(_Tensor(f"{kind}_velocity", i, f"state.l{i}.{kind}_velocity",
-                                                      site.dst, site.name, rows * cols, cols, ndim))
+                                                      site.dst, rows * cols, cols, ndim))
                 step = velocity
             cast = self.cast_of("update", i, index)
             src_t = w.exact(f"l{i}_{kind}_lr_step_t", cast.src, "lr * step")
@@ -818,7 +789,7 @@ class _Kernel:
                 lr_t = w.typedef("learning_rate_t", dp.lr.fmt, f"lr = {float(lr)!r}")
             self.emit(f"{pad}const {src_t} u = {step} * {lr_t}({_literal(lr)});  // exact")
             self.emit(f"{pad}{update}{idx} = {w.cast(site, cast.src, 'u', lane, rows * cols)};  // cast_update")
-            self.update_tensors[i].append(_Tensor(f"{kind}_update", i, update, site.dst, site.name, rows * cols, cols,
+            self.update_tensors[i].append(_Tensor(f"{kind}_update", i, update, site.dst, rows * cols, cols,
                                                   ndim))
             cast = self.cast_of(kind, i)
             src_t = w.exact(f"l{i}_{kind}_diff_t", cast.src, f"{kind} - u")
@@ -827,9 +798,9 @@ class _Kernel:
             self.emit(f"{pad}const {src_t} p = {param} - {update}{idx};  // exact")
             self.emit(f"{pad}{param} = {w.cast(site, cast.src, 'p', lane, rows * cols)};  // cast_{kind}")
             self.emit(closes)
-            self.update_tensors[i].append(_Tensor(f"{kind}_updated", i, f"state.l{i}.{kind}", site.dst, site.name,
+            self.update_tensors[i].append(_Tensor(f"{kind}_updated", i, f"state.l{i}.{kind}", site.dst,
                                                   rows * cols, cols, ndim))
-            self.state_tensors[i].append(_Tensor(kind, i, f"state.l{i}.{kind}", site.dst, site.name, rows * cols,
+            self.state_tensors[i].append(_Tensor(kind, i, f"state.l{i}.{kind}", site.dst, rows * cols,
                                                  cols, ndim))
         self.emit()
 
@@ -947,7 +918,7 @@ def _testbench(kernel: _Kernel) -> str:
         lines += [check(st) for st in kernel.state_tensors[i]]
     if kernel.w.lanes:
         lines.append("        fixprop_tb::check_lanes(bundle, t, state.lfsr, LFSR_LANES);")
-    target = _Tensor("target", -1, "y", target_fmt, "target_t", kernel.batch * kernel.sizes[-1], kernel.sizes[-1])
+    target = _Tensor("target", -1, "y", target_fmt, kernel.batch * kernel.sizes[-1], kernel.sizes[-1])
     lines += ["        // the step's data",
               load(input_tensor, "step + \"/layer0/input\"", "        "),
               load(target, "step + \"/target\"", "        "),
@@ -999,9 +970,10 @@ def generate(net: MLP, datapath: Datapath, batch: int, out: str | Path, types: s
     _check_flavour(types)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise HlsError(f"batch must be an int >= 1; got {batch!r}")
-    check_supported(net, datapath, lfsr)
+    casts = _observe(net, datapath, batch)  # every cast's formats, once
+    check_supported(net, datapath, lfsr, casts)
     headers = find_headers(types, include)
-    kernel = _Kernel(net, datapath, batch, types, lfsr, pragmas)
+    kernel = _Kernel(net, datapath, batch, types, lfsr, pragmas, casts)
     files = {"train_step.h": kernel.header(), "train_step.cpp": kernel.source(),
              "tb_train_step.cpp": _testbench(kernel), "Makefile": _makefile(headers)}
     if weights is not None:
@@ -1114,7 +1086,7 @@ def check(bundle: str | Path, types: str = "ap_fixed", include: str | Path | Non
     lfsr = None
     if lfsr_table is not None:
         lfsr = LfsrSource(lfsr_table["seed"], lfsr_table["bits"], lfsr_table["width"], lfsr_table["taps"])
-    elif stochastic_sites(net, loaded.datapath, int(network["batch"])):
+    elif _uses_stoch(loaded.datapath) and stochastic_sites(_observe(net, loaded.datapath, 1), loaded.datapath):
         raise HlsError(f"{bundle}: its STOCH casts drew from numpy's generator, which C++ cannot replay; the kernel "
                        "implements the LFSR source: export the bundle with --lfsr-seed N")
     temporary = out is None
