@@ -614,16 +614,19 @@ class ProgramRunner:
         buffer_of = {name: buf for name, buf, _ in program.inputs}
         self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
         self.counted_steps = 1
-        # the raw arrays last written into the inputs (immutable FixedArray raws: an input given
-        # the same array again is already in place); float inputs are the caller's, always written
-        self.written: list = [None] * len(self.input_views)
-        self.remember_inputs = not any(self.is_float[buf] for _, buf, _ in program.inputs)
+        # the FixedArray last written into each input buffer: FixedArrays are immutable, so the
+        # same object given again is already in place (float inputs are the caller's numpy
+        # arrays, which can change: always written)
+        self.loaded: list = [None] * len(self.input_views)
         self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
-        self.output_slices = []  # (float?, start, end, shape) in gathered or fgathered
+        # outputs in an input's format share its QFormat object: the next step's check is `is`
+        same = {fmt: fmt for _, _, fmt in program.inputs}
+        self.output_formats = [None if fmt is None else same.get(fmt, fmt) for _, fmt, _ in program.outputs]
+        self.output_slices = []  # (float?, start, end, shape, format) in gathered or fgathered
         used = {False: 0, True: 0}
-        for buf, _, shape in program.outputs:
+        for (buf, _, shape), fmt in zip(program.outputs, self.output_formats):
             kind = bool(self.is_float[buf])
-            self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape))
+            self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape, fmt))
             used[kind] += sizes[buf]
         self.gathered_size, self.fgathered_size = used[False], used[True]
 
@@ -699,16 +702,26 @@ class ProgramRunner:
             counter.add_counts(role, layer, fmt, int(sizes[buf]) * self.counted_steps,
                                int(self.counts[n, COUNT_NONZERO]), 0, 0)
 
-    def run(self, raws: list[np.ndarray], rng=None, count: bool = False) -> list[np.ndarray]:
-        """One step on the inputs' raw integers (int64, in ``program.inputs`` order); returns the
-        outputs' raw integers (read-only int64 arrays of their shapes, views of one new array), in
-        ``program.outputs`` order."""
-        written = self.written
-        for i, raw in enumerate(raws):
-            if raw is not written[i]:
-                self.input_views[i][...] = raw
-                if self.remember_inputs:
-                    written[i] = raw
+    def load(self, values, formats, names) -> None:
+        """Write each input's raw integers (a FixedArray in ``formats[i]``; for a float program a
+        real array) into its buffer, in ``program.inputs`` order. A FixedArray already written
+        there (the same object) is skipped. A value in another format raises NotInRoleFormat."""
+        loaded, views = self.loaded, self.input_views
+        for i, value in enumerate(values):
+            if value is loaded[i]:
+                continue
+            fmt = formats[i]
+            if not _in_format(value, fmt):
+                raise _not_in_role_format(names[i], value, fmt)
+            if fmt is None:
+                views[i][...] = np.asarray(value, dtype=np.float64)
+            else:
+                views[i][...] = value.raw
+                loaded[i] = value
+
+    def run(self, rng=None, count: bool = False) -> list:
+        """One step on the inputs last loaded (:meth:`load`); returns the outputs in
+        ``program.outputs`` order (:meth:`_call`)."""
         if self.stochastic:
             self._draw_words(rng)
         return self._call(1, self.words, None, None, _NO_FEEDBACK, count)
@@ -723,7 +736,7 @@ class ProgramRunner:
         draw them. Returns the last step's outputs (as :meth:`run`)."""
         batch = int(self.rows[self.x_buf])
         n_steps = len(x_data) // batch
-        self.written = [None] * len(self.input_views)  # the steps overwrite the inputs
+        self.loaded = [None] * len(self.input_views)  # the steps overwrite the inputs
         for view, raw in zip(self.input_views[:-2], raws):
             view[...] = raw
         words = self.words
@@ -742,7 +755,9 @@ class ProgramRunner:
             words = drawn.reshape(-1)
         return self._call(n_steps, words, x_data, y_data, feedback, count)
 
-    def _call(self, n_steps, words, x_data, y_data, feedback, count) -> list[np.ndarray]:
+    def _call(self, n_steps, words, x_data, y_data, feedback, count) -> list:
+        """Run the kernel; the outputs as FixedArrays in their formats over read-only int64
+        views of one new array (a float program's: read-only float64 arrays)."""
         if count:
             self.counts[:] = 0
         self.counted_steps = n_steps
@@ -751,20 +766,29 @@ class ProgramRunner:
             data[2:] = (np.ascontiguousarray(x_data, dtype=np.float64), np.ascontiguousarray(y_data, dtype=np.float64))
         elif x_data is not None:
             data[:2] = (np.ascontiguousarray(x_data, dtype=np.int64), np.ascontiguousarray(y_data, dtype=np.int64))
-        gathered = np.empty(self.gathered_size, dtype=np.int64)
-        fgathered = np.empty(self.fgathered_size, dtype=np.float64)
+        gathered = np.empty(self.gathered_size, dtype=np.int64) if self.gathered_size else _NO_INTS
+        fgathered = np.empty(self.fgathered_size, dtype=np.float64) if self.fgathered_size else _NO_FLOATS
         self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, self.counts, count,
                     self.output_buffers, gathered, fgathered, n_steps, *data, self.x_buf, self.y_buf, feedback)
-        gathered.flags.writeable = False  # the outputs are read-only views of these
-        fgathered.flags.writeable = False
-        return [(fgathered if kind else gathered)[start:end].reshape(shape)
-                for kind, start, end, shape in self.output_slices]
+        # the outputs are read-only views of these (the shared empty ones stay writeable: numba
+        # types a read-only array as another signature, and they hold no elements)
+        if self.gathered_size:
+            gathered.flags.writeable = False
+        if self.fgathered_size:
+            fgathered.flags.writeable = False
+        wrap = FixedArray._trusted_int64
+        return [(fgathered if kind else gathered)[start:end].reshape(shape) if fmt is None
+                else wrap(gathered[start:end].reshape(shape), fmt)
+                for kind, start, end, shape, fmt in self.output_slices]
 
 
 #: run()'s empty step data and feedback (one step on inputs already written).
 _NO_DATA = np.zeros((0, 0), dtype=np.int64)
 _NO_FLOAT_DATA = np.zeros((0, 0), dtype=np.float64)
 _NO_FEEDBACK = np.zeros((0, 2), dtype=np.int64)
+#: the gathered outputs of a program without int64 (or without float64) outputs
+_NO_INTS = np.zeros(0, dtype=np.int64)
+_NO_FLOATS = np.zeros(0, dtype=np.float64)
 
 
 class NumbaStep:
@@ -779,9 +803,6 @@ class NumbaStep:
         self.forward_only = step.forward_only
         self.input_names = [name for name, _, _ in step.program.inputs]
         self.input_formats = [fmt for _, _, fmt in step.program.inputs]
-        # outputs in an input's format share its QFormat object: the next step's check is `is`
-        same = {fmt: fmt for fmt in self.input_formats}
-        self.formats = [same.get(fmt, fmt) for _, fmt, _ in step.program.outputs]
         self.uses_rng = bool(self.runner.stochastic)
         # train_steps: the updated parameters (outputs 2n.., velocities 4n..) feed the next step's inputs
         n = self.net.n_layers
@@ -820,32 +841,25 @@ class NumbaStep:
         return self._run(self._values(params, None) + [x], rng, counter)
 
     def _run(self, values, rng, counter) -> list[FixedArray]:
-        self._check_formats(values)
-        raws = self._raws(values)
+        self.runner.load(values, self.input_formats, self.input_names)
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
-        outputs = self.runner.run(raws, rng, count=counter is not None)
+        outputs = self.runner.run(rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
-        return self._wrapped(outputs)
+        return outputs
 
     def _check_formats(self, values) -> None:
         """Raise NotInRoleFormat at the first value not in the format its input was traced for."""
         for v, fmt, name in zip(values, self.input_formats, self.input_names):
             if not _in_format(v, fmt):
-                raise NotInRoleFormat(f"{name} is in format {getattr(v, 'fmt', type(v).__name__)}, but this step was "
-                                      f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
+                raise _not_in_role_format(name, v, fmt)
 
     def _raws(self, values) -> list[np.ndarray]:
         if self.float_program:
             return [np.asarray(v, dtype=np.float64) for v in values]
         return [v.raw for v in values]
-
-    def _wrapped(self, outputs) -> list:
-        if self.float_program:
-            return outputs
-        return [FixedArray._trusted_int64(raw, fmt) for raw, fmt in zip(outputs, self.formats)]
 
     def train_steps(self, params, x, y, velocity=None, rng=None, counter=None):
         """SGD steps on consecutive batches of ``x`` and ``y`` (FixedArrays in the input and target
@@ -863,11 +877,9 @@ class NumbaStep:
             raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
                             "(an LFSR source draws per step: call train_step once per step)")
         x_raw, y_raw = self._raws([x, y])
-        outputs = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng,
-                                        count=counter is not None)
+        out = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng, count=counter is not None)
         if counter is not None:
             self.runner.report_counts(counter)
-        out = self._wrapped(outputs)
         n = self.net.n_layers
         new = [LayerParams(out[2 * n + 2 * i], out[2 * n + 2 * i + 1]) for i in range(n)]
         vel = [LayerParams(out[4 * n + 2 * i], out[4 * n + 2 * i + 1]) for i in range(n)] if self.momentum else None
@@ -896,6 +908,11 @@ def _in_format(value, fmt) -> bool:
         return not isinstance(value, FixedArray)
     value_fmt = getattr(value, "fmt", None)
     return value_fmt is fmt or value_fmt == fmt
+
+
+def _not_in_role_format(name: str, value, fmt) -> NotInRoleFormat:
+    return NotInRoleFormat(f"{name} is in format {getattr(value, 'fmt', type(value).__name__)}, but this step was "
+                           f"traced for {fmt} (its role's format): cast it, or use the step-by-step path")
 
 
 def numba_step(net: MLP, datapath: Datapath, batch: int, update: bool, forward_only: bool = False) -> NumbaStep | None:

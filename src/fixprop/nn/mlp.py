@@ -8,6 +8,7 @@ stages as equations.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -546,7 +547,7 @@ class Model:
                        getattr(ar, "datapath", None), ar.relu_grad_at_zero, getattr(ar, "learning_rate", None),
                        getattr(ar, "momentum", None))
         previous = self._traced_from
-        if previous is None or any(now is not then for now, then in zip(traced_from, previous)):
+        if previous is None or not all(map(operator.is_, traced_from, previous)):
             self._steps.clear()
             self._traced_from = traced_from
         return self._steps
