@@ -36,6 +36,8 @@ class Sizes:
     train_shape: tuple[int, ...] = (784, 256, 256, 10)
     train_batch: int = 256
     seed_batch: int = 1024
+    #: calls timed back to back per round in the seed section (``measure``'s ``number``)
+    seed_calls: int = 20
     repeats: int = 15
     warmup: int = 2
 
@@ -48,7 +50,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> "Sizes":
-        return cls(matmul_n=32, train_shape=(64, 32, 32, 10), train_batch=16, seed_batch=64, repeats=3, warmup=1,
+        return cls(matmul_n=32, train_shape=(64, 32, 32, 10), train_batch=16, seed_batch=64, seed_calls=2, repeats=3, warmup=1,
                    backend_cases=(((3, 7, 7, 5), 1, "seed"), ((16, 16, 4), 8, "u16")))
 
 
@@ -59,18 +61,24 @@ def train_datapath() -> Datapath:
     return Datapath.uniform(16, 10, "RND", "SAT", lr_shift=7)
 
 
-def measure(cases: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each case, interleaved round by round, after warm-up."""
+def measure(cases: dict[str, Callable[[], object]], repeats: int, warmup: int, number: int = 1) -> dict[str, float]:
+    """Median seconds per call of each case. Each round times every case once, in an order
+    rotated round by round, after warm-up: ``number`` calls back to back (timeit's ``number``),
+    divided by ``number``. With ``number=1`` a call runs right after another case's, so it
+    starts with caches and branch predictors holding the other case's work."""
     for _ in range(warmup):
         for fn in cases.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
+    calls = range(number)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            fn = cases[name]
             start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
+            for _ in calls:
+                fn()
+            times[name].append((time.perf_counter() - start) / number)
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -316,7 +324,7 @@ def bench_seed(sizes: Sizes) -> dict:
     # the public API: a Model on the --backend engine (auto unless given), data already in the roles' formats
     float_model = net.float_model(dp, init)
     fixed_model = net.fixed_model(dp, init, backend=sizes.backend)
-    per_sample = measure({
+    per_sample_cases = {
         "fixprop_float": _model_gradients(float_model, x1, y1),
         "fixprop_fixed": _model_gradients(fixed_model, x1_fixed, y1_fixed),
         "fixprop_float_stepwise": _stepwise_gradients(net, float_ar, float_params, x1, y1),
@@ -324,7 +332,11 @@ def bench_seed(sizes: Sizes) -> dict:
         "autograd_grad": lambda: grad_one(flat),
         "compat_class_float": compat_grad,
         "compat_class_fixed": compat_fixed_grad,
-    }, sizes.repeats * 4, sizes.warmup)
+    }
+    # a loop of per-sample gradients, as the seed notebook runs them: sizes.seed_calls calls of a case
+    # back to back per round; and single calls, each right after another case's (cold caches)
+    per_sample = measure(per_sample_cases, sizes.repeats * 2, sizes.warmup, number=sizes.seed_calls)
+    per_sample_single = measure(per_sample_cases, sizes.repeats * 4, sizes.warmup)
 
     x_fixed, y_fixed = fixed_ar.data(x, "input"), fixed_ar.data(y, "target")
     sample_grads = [autograd_grad_of(x[i:i + 1], y[i:i + 1]) for i in range(sizes.seed_batch)]
@@ -333,13 +345,21 @@ def bench_seed(sizes: Sizes) -> dict:
         for g in sample_grads:
             g(flat)
 
-    batched = measure({
+    # the autograd loop is seed_batch calls back to back; fixprop's batch call is timed the same
+    # way, seed_calls calls back to back, and as single calls right after the loop
+    batched_cases = {
         "fixprop_fixed_batched": _model_gradients(fixed_model, x_fixed, y_fixed),
         "fixprop_float_batched": _model_gradients(float_model, x, y),
         "autograd_loop": autograd_loop,
-    }, max(3, sizes.repeats // 3), 1)
+    }
+    loops = max(3, sizes.repeats // 3)
+    batched = measure({name: fn for name, fn in batched_cases.items() if name != "autograd_loop"}, loops, 1,
+                      number=sizes.seed_calls)
+    batched_single = measure(batched_cases, loops, 1)
+    batched["autograd_loop"] = batched_single["autograd_loop"]
     return {"shape": [3, 7, 7, 5], "datapath": "seed(24,12)", "batch": sizes.seed_batch, "backend": sizes.backend,
-            "per_sample_seconds": per_sample, "batched_seconds": batched}
+            "calls_per_timing": sizes.seed_calls, "per_sample_seconds": per_sample, "batched_seconds": batched,
+            "per_sample_single_call_seconds": per_sample_single, "batched_single_call_seconds": batched_single}
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -586,6 +606,12 @@ def ratios(result: dict) -> dict:
         b = result["seed"]["batched_seconds"]
         out["autograd_loop_vs_fixprop_batched"] = b["autograd_loop"] / b["fixprop_fixed_batched"]
         out["autograd_loop_vs_fixprop_batched_float"] = b["autograd_loop"] / b["fixprop_float_batched"]
+        single = result["seed"]["per_sample_single_call_seconds"]  # no targets: a call after another case's
+        out["autograd_vs_fixprop_per_sample_fixed_single_call"] = (single["autograd_grad"]
+                                                                   / _best(single, "fixprop_fixed"))
+        out["autograd_vs_compat_class_single_call"] = single["autograd_grad"] / single["compat_class_fixed"]
+        b = result["seed"]["batched_single_call_seconds"]
+        out["autograd_loop_vs_fixprop_batched_single_call"] = b["autograd_loop"] / b["fixprop_fixed_batched"]
     if "memory" in result:
         p = result["memory"]["peak_bytes"]
         out["memory_vs_float"] = p["fixprop_fixed"] / p["fixprop_float"]

@@ -777,8 +777,8 @@ class ProgramRunner:
         if self.fgathered_size:
             fgathered.flags.writeable = False
         wrap = FixedArray._trusted_int64
-        return [(fgathered if kind else gathered)[start:end].reshape(shape) if fmt is None
-                else wrap(gathered[start:end].reshape(shape), fmt)
+        return [wrap(gathered[start:end].reshape(shape), fmt) if fmt is not None
+                else (fgathered if kind else gathered)[start:end].reshape(shape)
                 for kind, start, end, shape, fmt in self.output_slices]
 
 
@@ -887,8 +887,8 @@ class NumbaStep:
 
     def gradients(self, params, x, y, velocity=None, rng=None, counter=None) -> list[tuple[FixedArray, FixedArray]]:
         """[(weight_grad, bias_grad), ...] per layer."""
-        out = self.outputs(params, x, y, velocity, rng, counter)
-        return [(out[2 * i], out[2 * i + 1]) for i in range(self.net.n_layers)]
+        out = iter(self.outputs(params, x, y, velocity, rng, counter))
+        return list(zip(out, out))[:self.net.n_layers]  # pairs (weight_grad, bias_grad), layer by layer
 
     def train_step(self, params, x, y, velocity=None, rng=None, counter=None):
         """(new params, new velocity or None, the network output before the step)."""
