@@ -10,7 +10,10 @@ floating point.
 
 Layout: values that run along the batch (x, y and everything computed from them per sample) are
 stored column-major, so the innermost loops run along the batch, over contiguous memory, and
-vectorize; parameters and gradients are row-major; a transpose is a view (no copy).
+vectorize; parameters and gradients are row-major; a transpose is a view (no copy). Buffers
+share the workspace: each holds memory only from the operation that writes it to its last reader
+(:func:`workspace_offsets`; inputs, constants and outputs keep their own), so that at a large batch
+the working set stays in cache.
 
 Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
 ``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
@@ -567,6 +570,82 @@ def batch_axes(program) -> list[int | None]:
     return axis
 
 
+def workspace_offsets(program) -> tuple[list[int], dict[str, int]]:
+    """Each buffer's offset in its workspace ("i": ``mem``, "f": ``fmem``) and each workspace's
+    size. Inputs, constants and outputs have memory of their own (inputs keep the values written
+    into them across runs, constants are written once, outputs are read after the step); every
+    other buffer holds memory from the operation that writes it to its last reader, and then
+    gives it back to later buffers, so that a large batch's working set stays in cache. A
+    transpose is a view: its reads are reads of its source (it gets its source's offset). The
+    exact casts' counting rows read their buffers after every operation."""
+    root = list(range(len(program.shapes)))
+    ops = []
+    for op in program.ops:
+        if op.code == TRANSPOSE:
+            root[op.out] = root[op.a]
+        else:
+            ops.append(op)
+    end = len(ops)  # the counting rows come after every operation
+    last_read = {}
+    for n, op in enumerate(ops):
+        operands = [op.a, op.b] + ([op.params[0]] if op.code in (WHERE, WHERE_NUMBERS) else [])
+        for buf in operands:
+            if buf >= 0:
+                last_read[root[buf]] = n
+    for _, _, buf, _ in program.exact_casts:
+        last_read[root[buf]] = end
+    own = {buf for _, buf, _ in program.inputs} | set(program.int_constants) | set(program.float_constants)
+    own |= {root[buf] for buf, _, _ in program.outputs}
+    written = [op.out for op in ops]
+    own |= {buf for buf in written if written.count(buf) > 1}  # (each buffer is written once: safe if not)
+    offsets = [0] * len(program.shapes)
+    workspaces = {"i": _Workspace(), "f": _Workspace()}
+    size = [r * c for r, c in program.shapes]
+    for buf in sorted(own):
+        if root[buf] == buf:
+            offsets[buf] = workspaces[program.kinds[buf]].take(size[buf])
+    freed_at: dict[int, list[int]] = {}
+    for n, op in enumerate(ops):
+        if op.out not in own:
+            offsets[op.out] = workspaces[program.kinds[op.out]].take(size[op.out])
+            # given back after its last reader has written its own result (never an operand of it)
+            freed_at.setdefault(max(n, last_read.get(op.out, n)), []).append(op.out)
+        for buf in freed_at.pop(n, []):
+            workspaces[program.kinds[buf]].give_back(offsets[buf], size[buf])
+    return offsets, {kind: workspace.size for kind, workspace in workspaces.items()}
+
+
+class _Workspace:
+    """First-fit allocation of one workspace: the free blocks (offset, size), by offset."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.free: list[tuple[int, int]] = []
+
+    def take(self, size: int) -> int:
+        for k, (offset, free) in enumerate(self.free):
+            if free >= size:
+                self.free[k:k + 1] = [(offset + size, free - size)] if free > size else []
+                return offset
+        if self.free and self.free[-1][0] + self.free[-1][1] == self.size:  # grow the last free block
+            offset = self.free.pop()[0]
+        else:
+            offset = self.size
+        self.size = offset + size
+        return offset
+
+    def give_back(self, offset: int, size: int) -> None:
+        self.free.append((offset, size))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for start, length in self.free:  # adjacent blocks become one
+            if merged and merged[-1][0] + merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], merged[-1][1] + length)
+            else:
+                merged.append((start, length))
+        self.free = merged
+
+
 class ProgramRunner:
     """A traced step laid out for ``run_program``: the operation table, the workspaces (constants
     written once), each buffer's offset and strides, and a numpy view of each input and output in
@@ -587,16 +666,15 @@ class ProgramRunner:
         self.cols[:] = [c for _, c in program.shapes]
         axis = batch_axes(program)
         views = {op.out: op.a for op in program.ops if op.code == TRANSPOSE}
-        used = {"i": 0, "f": 0}
-        for buf, (size, kind) in enumerate(zip(sizes, program.kinds)):
+        offsets, used = workspace_offsets(program)
+        for buf in range(n_buffers):
             rows, cols = program.shapes[buf]
             if buf in views:  # a transpose: the same memory, strides swapped
                 source = views[buf]
                 self.offsets[buf] = self.offsets[source]
                 self.rstride[buf], self.cstride[buf] = self.cstride[source], self.rstride[source]
                 continue
-            self.offsets[buf] = used[kind]
-            used[kind] += size
+            self.offsets[buf] = offsets[buf]
             if axis[buf] == 0 and rows > 1:  # along the batch: column-major
                 self.rstride[buf], self.cstride[buf] = 1, rows
             else:
