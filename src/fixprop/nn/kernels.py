@@ -260,24 +260,25 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 stochastic = ops[n, COL_ROUNDING] == STOCH
                 if not count and not stochastic:
                     # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
-                    # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0
-                    if shift > 0:
-                        for e in range(size):
-                            v = src[e]
-                            dst[e] = (v + base - sign_bias * (v >> 63) + odd_bias * ((v >> shift) & 1)) >> shift
-                    else:
-                        for e in range(size):
-                            dst[e] = src[e] << (-shift)
+                    # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0 (no bias then).
+                    # One pass: rounding and overflow in the same loop.
+                    up = -shift if shift < 0 else 0
+                    down = shift if shift > 0 else 0
                     if overflow == WRAP:  # the low word bits, two's complement when signed
                         for e in range(size):
-                            dst[e] = ((dst[e] + wrap_offset) & wrap_mask) - wrap_offset
+                            v = src[e]
+                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
+                            dst[e] = ((r + wrap_offset) & wrap_mask) - wrap_offset
                     elif overflow == SAT_ZERO:
                         for e in range(size):
-                            r = dst[e]
+                            v = src[e]
+                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
                             dst[e] = 0 if (r < lo or r > hi) else r
                     else:  # SAT, SAT_SYM
                         for e in range(size):
-                            dst[e] = min(max(dst[e], lo), hi)
+                            v = src[e]
+                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
+                            dst[e] = min(max(r, lo), hi)
                 else:  # STOCH, or counting: one element at a time
                     fmt_min = ops[n, COL_FMT_MIN]
                     fmt_max = ops[n, COL_FMT_MAX]
@@ -537,16 +538,26 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     start = 0
     fstart = 0
     for buf in outputs:
-        for i in range(rows[buf]):
-            for j in range(cols[buf]):
-                if is_float[buf] == 1:
-                    fgathered[fstart + i * cols[buf] + j] = fmem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
-                else:
-                    gathered[start + i * cols[buf] + j] = mem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
+        R = rows[buf]
+        C = cols[buf]
+        o = offsets[buf]
+        o_r, o_c = rstride[buf], cstride[buf]
         if is_float[buf] == 1:
-            fstart += rows[buf] * cols[buf]
+            for i in range(R):
+                for j in range(C):
+                    fgathered[fstart + i * C + j] = fmem[o + i * o_r + j * o_c]
+            fstart += R * C
+        elif o_r == 1:  # column-major (along the batch): read each column in order
+            for j in range(C):
+                column = mem[o + j * o_c:o + j * o_c + R]
+                for i in range(R):
+                    gathered[start + i * C + j] = column[i]
+            start += R * C
         else:
-            start += rows[buf] * cols[buf]
+            for i in range(R):
+                for j in range(C):
+                    gathered[start + i * C + j] = mem[o + i * o_r + j * o_c]
+            start += R * C
 
 def batch_axes(program) -> list[int | None]:
     """Which axis of each buffer runs along the batch (0: rows, 1: columns, None: neither):
