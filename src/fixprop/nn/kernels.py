@@ -261,23 +261,24 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 if not count and not stochastic:
                     # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
                     # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0 (no bias then).
-                    # One pass: rounding and overflow in the same loop.
+                    # One pass: rounding and overflow in the same loop. The products are masks (v >> 63
+                    # is 0 or -1, odd_bias 0 or 1): AVX2 has no 64-bit vector multiply.
                     up = -shift if shift < 0 else 0
                     down = shift if shift > 0 else 0
                     if overflow == WRAP:  # the low word bits, two's complement when signed
                         for e in range(size):
                             v = src[e]
-                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
                             dst[e] = ((r + wrap_offset) & wrap_mask) - wrap_offset
                     elif overflow == SAT_ZERO:
                         for e in range(size):
                             v = src[e]
-                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
                             dst[e] = 0 if (r < lo or r > hi) else r
                     else:  # SAT, SAT_SYM
                         for e in range(size):
                             v = src[e]
-                            r = ((v << up) + base - sign_bias * (v >> 63) + odd_bias * ((v >> down) & 1)) >> down
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
                             dst[e] = min(max(r, lo), hi)
                 else:  # STOCH, or counting: one element at a time
                     fmt_min = ops[n, COL_FMT_MIN]
@@ -327,17 +328,30 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     for j in range(C):
                         dst = mem[o + j * o_c:o + j * o_c + R]
                         dst[:] = 0
-                        for k in range(K):
+                        k = 0
+                        while k < K:  # two columns of A per pass when there are two: half the passes over dst
                             bkj = mem[ob + k * b_r + j * b_c]
-                            if bkj != 0:
-                                src = mem[oa + k * a_c:oa + k * a_c + R]
+                            src = mem[oa + k * a_c:oa + k * a_c + R]
+                            bkj2 = mem[ob + (k + 1) * b_r + j * b_c] if k + 1 < K else np.int64(0)
+                            if bkj2 != 0:
+                                src2 = mem[oa + (k + 1) * a_c:oa + (k + 1) * a_c + R]
                                 if narrow:  # int32 x int32 -> int64: the same products, twice as fast
+                                    b32 = np.int64(np.int32(bkj))
+                                    b32_2 = np.int64(np.int32(bkj2))
+                                    for i in range(R):
+                                        dst[i] += np.int64(np.int32(src[i])) * b32 + np.int64(np.int32(src2[i])) * b32_2
+                                else:
+                                    for i in range(R):
+                                        dst[i] += src[i] * bkj + src2[i] * bkj2
+                            elif bkj != 0:
+                                if narrow:
                                     b32 = np.int64(np.int32(bkj))
                                     for i in range(R):
                                         dst[i] += np.int64(np.int32(src[i])) * b32
                                 else:
                                     for i in range(R):
                                         dst[i] += src[i] * bkj
+                            k += 2
                 elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
                     for i in range(R):
                         row = mem[oa + i * a_r:oa + i * a_r + K]
@@ -753,6 +767,7 @@ class ProgramRunner:
                                          f"strides {layouts[0]} and writes {layouts[1]}; the kernel casts element "
                                          "e of its input into element e of its output (one layout)")
                 base, sign_bias, odd_bias = rounding_bias(list(Rounding)[rounding], shift) if shift > 0 else (0, 0, 0)
+                assert odd_bias in (0, 1)  # the kernel masks with it
                 table[n, COL_SHIFT:COL_FIRST_WORD] = (
                     shift, rounding, overflow, lo, hi, fmt.raw_min, fmt.raw_max,
                     (1 << (word - 1)) if signed else 0, (1 << word) - 1, base, sign_bias, odd_bias)
