@@ -17,7 +17,7 @@ from fixprop.nn import MLP, FixedArithmetic, Model
 from fixprop.nn.program import TRANSPOSE, WHERE, WHERE_NUMBERS, trace_program
 
 pytest.importorskip("numba")
-from fixprop.nn.kernels import NumbaStep, numba_step, workspace_offsets  # noqa: E402
+from fixprop.nn.kernels import SELECT, NumbaStep, numba_step, workspace_offsets  # noqa: E402
 
 STOCH_CASTS = replace(Datapath.uniform(14, 7), roles={
     **Datapath.uniform(14, 7).roles, "acc": RoleCast(16, 6, True, "STOCH", "SAT"),
@@ -34,16 +34,14 @@ DATAPATHS = {
 NETS = {"seed": MLP([3, 7, 7, 5], seed=0), "hard_tanh": MLP([3, 6, 4], "hard_tanh", "linear", "mse", seed=2)}
 
 
-def _lifetimes(program):
-    """Each buffer's (first, last) operation index (transposes read their source), independently
-    of the allocator; inputs, constants and outputs live from before the first to after the last."""
+def _lifetimes(program, ops):
+    """Each buffer's (first, last) index in the table's rows ``ops`` (transposes read their
+    source), independently of the allocator; inputs, constants and outputs live from before the
+    first to after the last."""
     root = list(range(len(program.shapes)))
-    ops = []
     for op in program.ops:
         if op.code == TRANSPOSE:
             root[op.out] = root[op.a]
-        else:
-            ops.append(op)
     end = len(ops) + 1
     life = {}
     for n, op in enumerate(ops):
@@ -65,9 +63,10 @@ def _lifetimes(program):
 @pytest.mark.parametrize("name", ["seed", "momentum"])
 def test_buffers_alive_together_never_share_memory(name, update):
     net = NETS["seed"]
-    program = trace_program(net, DATAPATHS[name], 1024, update).program
-    offsets, used = workspace_offsets(program)
-    life = _lifetimes(program)
+    runner = numba_step(net, DATAPATHS[name], 1024, update).runner
+    program = runner.step.program
+    offsets, used = workspace_offsets(program, runner.table_ops)
+    life = _lifetimes(program, runner.table_ops)
     sizes = {buf: r * c for buf, (r, c) in enumerate(program.shapes)}
     for kind in ("i", "f"):
         bufs = [buf for buf in life if program.kinds[buf] == kind]
@@ -77,8 +76,8 @@ def test_buffers_alive_together_never_share_memory(name, update):
                 together = life[p][0] <= life[q][1] and life[q][0] <= life[p][1]
                 apart = offsets[p] + sizes[p] <= offsets[q] or offsets[q] + sizes[q] <= offsets[p]
                 assert apart or not together, f"b{p} {life[p]} and b{q} {life[q]} share memory"
-        # at batch 1024 the workspace is far smaller than one slot per buffer
-        assert used[kind] < 0.5 * sum(sizes[b] for b in bufs)
+    # at batch 1024 the int workspace is far smaller than one slot per buffer
+    assert used["i"] < 0.5 * sum(sizes[b] for b in life if program.kinds[b] == "i")
 
 
 def _stepwise(net, dp, params, x, y, velocity, rng, counter=None):
@@ -141,3 +140,28 @@ def test_multi_step_runs_at_batch_256_equal_a_loop_of_stepwise_steps(name, count
     assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
     if counting:
         assert fast.arithmetic.observer.to_json() == slow.arithmetic.observer.to_json()
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu:3", "hard_tanh"])
+@pytest.mark.parametrize("at_zero", [0.0, 0.5, 1.0])
+def test_folded_derivatives_equal_the_stepwise_path(activation, at_zero):
+    """A derivative made of comparisons of z with constants selecting constant numbers (ReLU's,
+    leaky ReLU's) runs as one SELECT row; coarse formats put many z exactly at 0, on both
+    sides and at the breakpoints."""
+    dp = replace(Datapath.uniform(8, 1, rounding="RND_CONV", overflow="SAT"), relu_grad_at_zero=at_zero)
+    net = MLP([3, 6, 6, 4], activation, "linear", "mse", seed=5)
+    step = numba_step(net, dp, 700, update=True)
+    selects = sum(op.code == SELECT for op in step.runner.table_ops)
+    assert selects == (0 if activation == "hard_tanh" else 2)  # hard_tanh's condition is an AND: not folded
+    ar = FixedArithmetic(dp)
+    params = net.params_in(ar, net.init_params())
+    rng = np.random.default_rng(6)
+    x = ar.data(rng.integers(-2, 3, (700, 3)).astype(float), "input")
+    y = ar.data(rng.integers(-2, 3, (700, 4)).astype(float), "target")
+    got = step.outputs(params, x, y)
+    want = _stepwise(net, dp, params, x, y, None, None)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.fmt == w.fmt and np.array_equal(g.raw, w.raw), f"output {i}"
+    hidden = net.forward(ar, params, x).layers[:-1]
+    assert all(np.count_nonzero(layer.pre.raw == 0) > 10 for layer in hidden)  # z = 0 was hit
+    assert np.count_nonzero(hidden[0].pre.raw < 0) > 10 and np.count_nonzero(hidden[0].pre.raw > 0) > 10

@@ -33,14 +33,15 @@ from fixprop.fixed.array import FixedArray
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
 from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
-                                OP_NAMES, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
+                                OP_NAMES, Op, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
                                 ZEROS, NotCompilable, TracedStep, trace_float_program, trace_forward, trace_program)
 
 # Columns of the operation table (one row per operation).
 (COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_COND, COL_FRAC, COL_SHIFT, COL_ROUNDING,
  COL_OVERFLOW, COL_LO, COL_HI, COL_FMT_MIN, COL_FMT_MAX, COL_WRAP_OFFSET, COL_WRAP_MASK, COL_BIAS,
- COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW, COL_FLOAT) = range(23)
-OP_COLUMNS = 23
+ COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW, COL_FLOAT,
+ COL_LO1, COL_HI1, COL_LO2, COL_HI2, COL_K1, COL_K2, COL_K3) = range(30)
+OP_COLUMNS = 30
 # Rows of the buffer table (BUF_FLOAT: 1 when the buffer lives in the float64 workspace).
 BUF_OFFSET, BUF_ROWS, BUF_COLS, BUF_RSTRIDE, BUF_CSTRIDE, BUF_FLOAT = range(6)
 # The mode codes the kernel tests (the program's own codes: one place for each).
@@ -53,6 +54,10 @@ assert (ADD, SUB, MUL) == tuple(range(MUL + 1))
 #: (an exact cast, which the program leaves out: it only renames the format).
 COUNT_EXACT = 20
 assert COUNT_EXACT == len(OP_NAMES)
+#: A kernel-only operation (table_rows): out = k1 where lo1 <= (a << shift_a) <= hi1, else k2 where
+#: lo2 <= (a << shift_a) <= hi2, else k3 (raw integers): a chain of comparisons, where_numbers and
+#: dyadic folded into one pass.
+SELECT = 21
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
 COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
 
@@ -398,6 +403,15 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     mem[o + j * cstride[out]] = acc
             elif code == ZEROS:
                 mem[o:o + R * C] = 0
+            elif code == SELECT:  # a and out share one layout (table_rows): element e of one is e of the other
+                z = mem[offsets[a]:offsets[a] + R * C]
+                dst = mem[o:o + R * C]
+                sa = ops[n, COL_SHIFT_A]
+                lo1, hi1, lo2, hi2 = ops[n, COL_LO1], ops[n, COL_HI1], ops[n, COL_LO2], ops[n, COL_HI2]
+                k1, k2, k3 = ops[n, COL_K1], ops[n, COL_K2], ops[n, COL_K3]
+                for e in range(R * C):
+                    v = z[e] << sa
+                    dst[e] = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
             elif code == COUNT_EXACT:  # a cast that only renames the format: its nonzero values
                 if count:
                     values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
@@ -595,28 +609,107 @@ def batch_axes(program) -> list[int | None]:
     return axis
 
 
-def workspace_offsets(program) -> tuple[list[int], dict[str, int]]:
-    """Each buffer's offset in its workspace ("i": ``mem``, "f": ``fmem``) and each workspace's
-    size. Inputs, constants and outputs have memory of their own (inputs keep the values written
-    into them across runs, constants are written once, outputs are read after the step); every
-    other buffer holds memory from the operation that writes it to its last reader, and then
-    gives it back to later buffers, so that a large batch's working set stays in cache. A
-    transpose is a view: its reads are reads of its source (it gets its source's offset). The
-    exact casts' counting rows read their buffers after every operation."""
+#: The comparisons a SELECT row folds, as the closed interval [lo, hi] of the integers v for
+#: which ``v code t`` holds (the program's comparisons of integers).
+_INTERVALS = {GT: lambda t: (t + 1, _INT64_MAX), GE: lambda t: (t, _INT64_MAX), LT: lambda t: (_INT64_MIN, t - 1),
+              LE: lambda t: (_INT64_MIN, t), EQ: lambda t: (t, t)}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def table_rows(program, same_layout) -> list:
+    """The operations the kernel runs, in order: the program's without its transposes (views),
+    and each chain ``dyadic(where(z cmp t1, n1, where(z cmp t2, n2, n3)), frac)`` (a derivative
+    such as ReLU's: comparisons of one buffer z with constants selecting among constant numbers,
+    made fixed point) as one SELECT row, when nothing else reads the chain's comparisons and
+    selections: one pass over z instead of five. ``same_layout(a, b)``: buffers a and b lay out
+    their elements alike (the SELECT runs over them as flat arrays)."""
+    ops = [op for op in program.ops if op.code != TRANSPOSE]
+    producer = {op.out: op for op in ops}
+    readers: dict[int, int] = {}
+    for op in ops:
+        for buf in _operands(op):
+            readers[buf] = readers.get(buf, 0) + 1
+    for buf in [buf for buf, _, _ in program.outputs] + [buf for _, _, buf, _ in program.exact_casts]:
+        readers[buf] = readers.get(buf, 0) + 2  # read outside the table: never folded away
+    folded: set[int] = set()  # the outputs of the operations a SELECT replaces
+
+    def number(buf) -> float | None:  # a constant scalar number
+        values = program.float_constants.get(buf)
+        return float(values.reshape(-1)[0]) if values is not None and values.size == 1 else None
+
+    def interval(cond) -> tuple[int, int, int, int] | None:  # (z, shift, lo, hi) of a comparison with a constant
+        op = producer.get(cond)
+        if op is None or op.code not in _INTERVALS or op.float_op or readers.get(cond) != 1:
+            return None
+        t = program.int_constants.get(op.b)
+        if t is None or t.size != 1:
+            return None
+        return (op.a, op.shift_a, *_INTERVALS[op.code](int(t.reshape(-1)[0]) << op.shift_b))
+
+    def select(d) -> tuple | None:  # SELECT params of the DYADIC d, or None
+        outer = producer.get(d.a)
+        if outer is None or outer.code != WHERE_NUMBERS or readers.get(d.a) != 1:
+            return None
+        first, n1 = interval(outer.params[0]), number(outer.a)
+        inner = producer.get(outer.b)
+        if inner is not None and inner.code == WHERE_NUMBERS and readers.get(outer.b) == 1:
+            second, n2, n3 = interval(inner.params[0]), number(inner.a), number(inner.b)
+            chain = [outer, inner]
+        else:  # where(z cmp t1, n1, n2): the second test never holds
+            second, n2, n3 = (first[0], first[1], 1, 0) if first else None, 0.0, number(outer.b)
+            chain = [outer]
+        if first is None or second is None or first[:2] != second[:2] or None in (n1, n2, n3):
+            return None
+        z, shift = first[:2]
+        if program.shapes[z] != program.shapes[d.out] or not same_layout(z, d.out) or program.kinds[z] != "i":
+            return None
+        scale = 2.0 ** d.params[0]
+        ks = [n * scale for n in (n1, n2, n3)]  # the raw integers DYADIC makes of the numbers (exact)
+        if not all(np.isfinite(k) and k == int(k) and abs(k) <= 2.0 ** 53 for k in ks):
+            return None
+        folded.update(op.out for op in chain)
+        folded.update(op.params[0] for op in chain)
+        return (z, shift, first[2], first[3], second[2], second[3], *(int(k) for k in ks))
+
+    fused = {}
+    for op in ops:
+        if op.code == DYADIC and not op.float_op:
+            params = select(op)
+            if params is not None:
+                fused[op.out] = Op(SELECT, op.out, params[0], shift_a=params[1], params=params[2:], fmt=op.fmt)
+    return [fused.get(op.out, op) for op in ops if op.out not in folded]
+
+
+def _roots(program) -> list[int]:
+    """Each buffer's root: the buffer whose memory it is (a transpose is a view of its source)."""
     root = list(range(len(program.shapes)))
-    ops = []
     for op in program.ops:
         if op.code == TRANSPOSE:
             root[op.out] = root[op.a]
-        else:
-            ops.append(op)
+    return root
+
+
+def _operands(op) -> list[int]:
+    """The buffers an operation reads."""
+    reads = (op.a, op.b) + ((op.params[0],) if op.code in (WHERE, WHERE_NUMBERS) else ())
+    return [buf for buf in reads if buf >= 0]
+
+
+def workspace_offsets(program, ops) -> tuple[list[int], dict[str, int]]:
+    """Each buffer's offset in its workspace ("i": ``mem``, "f": ``fmem``) and each workspace's
+    size, for the operation table's rows ``ops`` (``table_rows``). Inputs, constants and outputs
+    have memory of their own (inputs keep the values written into them across runs, constants
+    are written once, outputs are read after the step); every other buffer holds memory from the
+    operation that writes it to its last reader, and then gives it back to later buffers, so
+    that a large batch's working set stays in cache. A transpose is a view: its reads are reads
+    of its source (it gets its source's offset). The exact casts' counting rows read their
+    buffers after every operation."""
+    root = _roots(program)
     end = len(ops)  # the counting rows come after every operation
     last_read = {}
     for n, op in enumerate(ops):
-        operands = [op.a, op.b] + ([op.params[0]] if op.code in (WHERE, WHERE_NUMBERS) else [])
-        for buf in operands:
-            if buf >= 0:
-                last_read[root[buf]] = n
+        for buf in _operands(op):
+            last_read[root[buf]] = n
     for _, _, buf, _ in program.exact_casts:
         last_read[root[buf]] = end
     own = {buf for _, buf, _ in program.inputs} | set(program.int_constants) | set(program.float_constants)
@@ -691,19 +784,21 @@ class ProgramRunner:
         self.cols[:] = [c for _, c in program.shapes]
         axis = batch_axes(program)
         views = {op.out: op.a for op in program.ops if op.code == TRANSPOSE}
-        offsets, used = workspace_offsets(program)
         for buf in range(n_buffers):
             rows, cols = program.shapes[buf]
             if buf in views:  # a transpose: the same memory, strides swapped
                 source = views[buf]
-                self.offsets[buf] = self.offsets[source]
                 self.rstride[buf], self.cstride[buf] = self.cstride[source], self.rstride[source]
-                continue
-            self.offsets[buf] = offsets[buf]
-            if axis[buf] == 0 and rows > 1:  # along the batch: column-major
+            elif axis[buf] == 0 and rows > 1:  # along the batch: column-major
                 self.rstride[buf], self.cstride[buf] = 1, rows
             else:
                 self.rstride[buf], self.cstride[buf] = cols, 1
+        self.table_ops = table_rows(program, lambda a, b: (self.rstride[a], self.cstride[a]) ==
+                                    (self.rstride[b], self.cstride[b]))
+        offsets, used = workspace_offsets(program, self.table_ops)
+        root = _roots(program)
+        for buf in range(n_buffers):
+            self.offsets[buf] = offsets[root[buf]]
         self.mem = np.zeros(used["i"], dtype=np.int64)
         self.fmem = np.zeros(used["f"], dtype=np.float64)
         for buf, values in program.int_constants.items():
@@ -741,7 +836,7 @@ class ProgramRunner:
     def _table(self, program, sizes) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
         """The operation table (transposes are views: no row) and the stochastic casts in the order
         they run (rows, number of words, whether the buffer is column-major)."""
-        ops = [op for op in program.ops if op.code != TRANSPOSE]
+        ops = self.table_ops
         table = np.zeros((len(ops) + len(program.exact_casts), OP_COLUMNS), dtype=np.int64)
         self.exact_rows = []  # the exact casts' counting rows, after every operation
         for k, (role, layer, buf, fmt) in enumerate(program.exact_casts):
@@ -758,6 +853,8 @@ class ProgramRunner:
                 table[n, COL_FRAC] = op.params[0]
             elif op.code == MATMUL and op.params:
                 table[n, COL_NARROW] = op.params[0]
+            elif op.code == SELECT:
+                table[n, COL_LO1:COL_LO1 + 7] = op.params
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
                 fmt = op.fmt
