@@ -13,7 +13,8 @@ stored column-major, so the innermost loops run along the batch, over contiguous
 vectorize; parameters and gradients are row-major; a transpose is a view (no copy). Buffers
 share the workspace: each holds memory only from the operation that writes it to its last reader
 (:func:`workspace_offsets`; inputs, constants and outputs keep their own), so that at a large batch
-the working set stays in cache.
+the working set stays in cache. A derivative made of comparisons with constants selecting constant
+numbers (ReLU's) is one SELECT row (:func:`table_rows`).
 
 Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
 ``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
@@ -267,7 +268,7 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
                     # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0 (no bias then).
                     # One pass: rounding and overflow in the same loop. The products are masks (v >> 63
-                    # is 0 or -1, odd_bias 0 or 1): AVX2 has no 64-bit vector multiply.
+                    # is 0 or -1, odd_bias 0 or 1): cheaper than 64-bit vector products (none in AVX2).
                     up = -shift if shift < 0 else 0
                     down = shift if shift > 0 else 0
                     if overflow == WRAP:  # the low word bits, two's complement when signed
