@@ -10,7 +10,11 @@ floating point.
 
 Layout: values that run along the batch (x, y and everything computed from them per sample) are
 stored column-major, so the innermost loops run along the batch, over contiguous memory, and
-vectorize; parameters and gradients are row-major; a transpose is a view (no copy).
+vectorize; parameters and gradients are row-major; a transpose is a view (no copy). Buffers
+share the workspace: each holds memory only from the operation that writes it to its last reader
+(:func:`workspace_offsets`; inputs, constants and outputs keep their own), so that at a large batch
+the working set stays in cache. A derivative made of comparisons with constants selecting constant
+numbers (ReLU's) is one SELECT row (:func:`table_rows`).
 
 Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
 ``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
@@ -30,14 +34,15 @@ from fixprop.fixed.array import FixedArray
 from fixprop.fixed.modes import Overflow, Rounding
 from fixprop.nn.mlp import MLP, LayerParams
 from fixprop.nn.program import (ADD, AND, CAST, DYADIC, EQ, GE, GT, LE, LT, MATMUL, MAXIMUM, MINIMUM, MUL,
-                                OP_NAMES, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
+                                OP_NAMES, Op, OR, OVERFLOW_CODE, ROUNDING_CODE, SUB, SUM0, TRANSPOSE, WHERE, WHERE_NUMBERS,
                                 ZEROS, NotCompilable, TracedStep, trace_float_program, trace_forward, trace_program)
 
 # Columns of the operation table (one row per operation).
 (COL_CODE, COL_OUT, COL_A, COL_B, COL_SHIFT_A, COL_SHIFT_B, COL_COND, COL_FRAC, COL_SHIFT, COL_ROUNDING,
  COL_OVERFLOW, COL_LO, COL_HI, COL_FMT_MIN, COL_FMT_MAX, COL_WRAP_OFFSET, COL_WRAP_MASK, COL_BIAS,
- COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW, COL_FLOAT) = range(23)
-OP_COLUMNS = 23
+ COL_SIGN_BIAS, COL_ODD_BIAS, COL_FIRST_WORD, COL_NARROW, COL_FLOAT,
+ COL_LO1, COL_HI1, COL_LO2, COL_HI2, COL_K1, COL_K2, COL_K3) = range(30)
+OP_COLUMNS = 30
 # Rows of the buffer table (BUF_FLOAT: 1 when the buffer lives in the float64 workspace).
 BUF_OFFSET, BUF_ROWS, BUF_COLS, BUF_RSTRIDE, BUF_CSTRIDE, BUF_FLOAT = range(6)
 # The mode codes the kernel tests (the program's own codes: one place for each).
@@ -50,6 +55,10 @@ assert (ADD, SUB, MUL) == tuple(range(MUL + 1))
 #: (an exact cast, which the program leaves out: it only renames the format).
 COUNT_EXACT = 20
 assert COUNT_EXACT == len(OP_NAMES)
+#: A kernel-only operation (table_rows): out = k1 where lo1 <= (a << shift_a) <= hi1, else k2 where
+#: lo2 <= (a << shift_a) <= hi2, else k3 (raw integers): a chain of comparisons, where_numbers and
+#: dyadic folded into one pass.
+SELECT = 21
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
 COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
 
@@ -257,24 +266,26 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 stochastic = ops[n, COL_ROUNDING] == STOCH
                 if not count and not stochastic:
                     # rounding: r = floor((v + bias) / 2**shift) with bias = base + sign_bias*[v < 0] +
-                    # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0
-                    if shift > 0:
-                        for e in range(size):
-                            v = src[e]
-                            dst[e] = (v + base - sign_bias * (v >> 63) + odd_bias * ((v >> shift) & 1)) >> shift
-                    else:
-                        for e in range(size):
-                            dst[e] = src[e] << (-shift)
+                    # odd_bias*[floor odd] (rounding_bias); a left shift when shift <= 0 (no bias then).
+                    # One pass: rounding and overflow in the same loop. The products are masks (v >> 63
+                    # is 0 or -1, odd_bias 0 or 1): cheaper than 64-bit vector products (none in AVX2).
+                    up = -shift if shift < 0 else 0
+                    down = shift if shift > 0 else 0
                     if overflow == WRAP:  # the low word bits, two's complement when signed
                         for e in range(size):
-                            dst[e] = ((dst[e] + wrap_offset) & wrap_mask) - wrap_offset
+                            v = src[e]
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
+                            dst[e] = ((r + wrap_offset) & wrap_mask) - wrap_offset
                     elif overflow == SAT_ZERO:
                         for e in range(size):
-                            r = dst[e]
+                            v = src[e]
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
                             dst[e] = 0 if (r < lo or r > hi) else r
                     else:  # SAT, SAT_SYM
                         for e in range(size):
-                            dst[e] = min(max(dst[e], lo), hi)
+                            v = src[e]
+                            r = ((v << up) + base + (sign_bias & (v >> 63)) + ((v >> down) & odd_bias)) >> down
+                            dst[e] = min(max(r, lo), hi)
                 else:  # STOCH, or counting: one element at a time
                     fmt_min = ops[n, COL_FMT_MIN]
                     fmt_max = ops[n, COL_FMT_MAX]
@@ -323,17 +334,30 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     for j in range(C):
                         dst = mem[o + j * o_c:o + j * o_c + R]
                         dst[:] = 0
-                        for k in range(K):
+                        k = 0
+                        while k < K:  # two columns of A per pass when there are two: half the passes over dst
                             bkj = mem[ob + k * b_r + j * b_c]
-                            if bkj != 0:
-                                src = mem[oa + k * a_c:oa + k * a_c + R]
+                            src = mem[oa + k * a_c:oa + k * a_c + R]
+                            bkj2 = mem[ob + (k + 1) * b_r + j * b_c] if k + 1 < K else np.int64(0)
+                            if bkj2 != 0:
+                                src2 = mem[oa + (k + 1) * a_c:oa + (k + 1) * a_c + R]
                                 if narrow:  # int32 x int32 -> int64: the same products, twice as fast
+                                    b32 = np.int64(np.int32(bkj))
+                                    b32_2 = np.int64(np.int32(bkj2))
+                                    for i in range(R):
+                                        dst[i] += np.int64(np.int32(src[i])) * b32 + np.int64(np.int32(src2[i])) * b32_2
+                                else:
+                                    for i in range(R):
+                                        dst[i] += src[i] * bkj + src2[i] * bkj2
+                            elif bkj != 0:
+                                if narrow:
                                     b32 = np.int64(np.int32(bkj))
                                     for i in range(R):
                                         dst[i] += np.int64(np.int32(src[i])) * b32
                                 else:
                                     for i in range(R):
                                         dst[i] += src[i] * bkj
+                            k += 2
                 elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
                     for i in range(R):
                         row = mem[oa + i * a_r:oa + i * a_r + K]
@@ -380,6 +404,15 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     mem[o + j * cstride[out]] = acc
             elif code == ZEROS:
                 mem[o:o + R * C] = 0
+            elif code == SELECT:  # a and out share one layout (table_rows): element e of one is e of the other
+                z = mem[offsets[a]:offsets[a] + R * C]
+                dst = mem[o:o + R * C]
+                sa = ops[n, COL_SHIFT_A]
+                lo1, hi1, lo2, hi2 = ops[n, COL_LO1], ops[n, COL_HI1], ops[n, COL_LO2], ops[n, COL_HI2]
+                k1, k2, k3 = ops[n, COL_K1], ops[n, COL_K2], ops[n, COL_K3]
+                for e in range(R * C):
+                    v = z[e] << sa
+                    dst[e] = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
             elif code == COUNT_EXACT:  # a cast that only renames the format: its nonzero values
                 if count:
                     values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
@@ -534,16 +567,26 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     start = 0
     fstart = 0
     for buf in outputs:
-        for i in range(rows[buf]):
-            for j in range(cols[buf]):
-                if is_float[buf] == 1:
-                    fgathered[fstart + i * cols[buf] + j] = fmem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
-                else:
-                    gathered[start + i * cols[buf] + j] = mem[offsets[buf] + i * rstride[buf] + j * cstride[buf]]
+        R = rows[buf]
+        C = cols[buf]
+        o = offsets[buf]
+        o_r, o_c = rstride[buf], cstride[buf]
         if is_float[buf] == 1:
-            fstart += rows[buf] * cols[buf]
+            for i in range(R):
+                for j in range(C):
+                    fgathered[fstart + i * C + j] = fmem[o + i * o_r + j * o_c]
+            fstart += R * C
+        elif o_r == 1:  # column-major (along the batch): read each column in order
+            for j in range(C):
+                column = mem[o + j * o_c:o + j * o_c + R]
+                for i in range(R):
+                    gathered[start + i * C + j] = column[i]
+            start += R * C
         else:
-            start += rows[buf] * cols[buf]
+            for i in range(R):
+                for j in range(C):
+                    gathered[start + i * C + j] = mem[o + i * o_r + j * o_c]
+            start += R * C
 
 def batch_axes(program) -> list[int | None]:
     """Which axis of each buffer runs along the batch (0: rows, 1: columns, None: neither):
@@ -567,6 +610,161 @@ def batch_axes(program) -> list[int | None]:
     return axis
 
 
+#: The comparisons a SELECT row folds, as the closed interval [lo, hi] of the integers v for
+#: which ``v code t`` holds (the program's comparisons of integers).
+_INTERVALS = {GT: lambda t: (t + 1, _INT64_MAX), GE: lambda t: (t, _INT64_MAX), LT: lambda t: (_INT64_MIN, t - 1),
+              LE: lambda t: (_INT64_MIN, t), EQ: lambda t: (t, t)}
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def table_rows(program, same_layout) -> list:
+    """The operations the kernel runs, in order: the program's without its transposes (views),
+    and each chain ``dyadic(where(z cmp t1, n1, where(z cmp t2, n2, n3)), frac)`` (a derivative
+    such as ReLU's: comparisons of one buffer z with constants selecting among constant numbers,
+    made fixed point) as one SELECT row, when nothing else reads the chain's comparisons and
+    selections: one pass over z instead of five. ``same_layout(a, b)``: buffers a and b lay out
+    their elements alike (the SELECT runs over them as flat arrays)."""
+    ops = [op for op in program.ops if op.code != TRANSPOSE]
+    producer = {op.out: op for op in ops}
+    readers: dict[int, int] = {}
+    for op in ops:
+        for buf in _operands(op):
+            readers[buf] = readers.get(buf, 0) + 1
+    for buf in [buf for buf, _, _ in program.outputs] + [buf for _, _, buf, _ in program.exact_casts]:
+        readers[buf] = readers.get(buf, 0) + 2  # read outside the table: never folded away
+    folded: set[int] = set()  # the outputs of the operations a SELECT replaces
+
+    def number(buf) -> float | None:  # a constant scalar number
+        values = program.float_constants.get(buf)
+        return float(values.reshape(-1)[0]) if values is not None and values.size == 1 else None
+
+    def interval(cond) -> tuple[int, int, int, int] | None:  # (z, shift, lo, hi) of a comparison with a constant
+        op = producer.get(cond)
+        if op is None or op.code not in _INTERVALS or op.float_op or readers.get(cond) != 1:
+            return None
+        t = program.int_constants.get(op.b)
+        if t is None or t.size != 1:
+            return None
+        return (op.a, op.shift_a, *_INTERVALS[op.code](int(t.reshape(-1)[0]) << op.shift_b))
+
+    def select(d) -> tuple | None:  # SELECT params of the DYADIC d, or None
+        outer = producer.get(d.a)
+        if outer is None or outer.code != WHERE_NUMBERS or readers.get(d.a) != 1:
+            return None
+        first, n1 = interval(outer.params[0]), number(outer.a)
+        inner = producer.get(outer.b)
+        if inner is not None and inner.code == WHERE_NUMBERS and readers.get(outer.b) == 1:
+            second, n2, n3 = interval(inner.params[0]), number(inner.a), number(inner.b)
+            chain = [outer, inner]
+        else:  # where(z cmp t1, n1, n2): the second test never holds
+            second, n2, n3 = (first[0], first[1], 1, 0) if first else None, 0.0, number(outer.b)
+            chain = [outer]
+        if first is None or second is None or first[:2] != second[:2] or None in (n1, n2, n3):
+            return None
+        z, shift = first[:2]
+        if program.shapes[z] != program.shapes[d.out] or not same_layout(z, d.out) or program.kinds[z] != "i":
+            return None
+        scale = 2.0 ** d.params[0]
+        ks = [n * scale for n in (n1, n2, n3)]  # the raw integers DYADIC makes of the numbers (exact)
+        if not all(np.isfinite(k) and k == int(k) and abs(k) <= 2.0 ** 53 for k in ks):
+            return None
+        folded.update(op.out for op in chain)
+        folded.update(op.params[0] for op in chain)
+        return (z, shift, first[2], first[3], second[2], second[3], *(int(k) for k in ks))
+
+    fused = {}
+    for op in ops:
+        if op.code == DYADIC and not op.float_op:
+            params = select(op)
+            if params is not None:
+                fused[op.out] = Op(SELECT, op.out, params[0], shift_a=params[1], params=params[2:], fmt=op.fmt)
+    return [fused.get(op.out, op) for op in ops if op.out not in folded]
+
+
+def _roots(program) -> list[int]:
+    """Each buffer's root: the buffer whose memory it is (a transpose is a view of its source)."""
+    root = list(range(len(program.shapes)))
+    for op in program.ops:
+        if op.code == TRANSPOSE:
+            root[op.out] = root[op.a]
+    return root
+
+
+def _operands(op) -> list[int]:
+    """The buffers an operation reads."""
+    reads = (op.a, op.b) + ((op.params[0],) if op.code in (WHERE, WHERE_NUMBERS) else ())
+    return [buf for buf in reads if buf >= 0]
+
+
+def workspace_offsets(program, ops) -> tuple[list[int], dict[str, int]]:
+    """Each buffer's offset in its workspace ("i": ``mem``, "f": ``fmem``) and each workspace's
+    size, for the operation table's rows ``ops`` (``table_rows``). Inputs, constants and outputs
+    have memory of their own (inputs keep the values written into them across runs, constants
+    are written once, outputs are read after the step); every other buffer holds memory from the
+    operation that writes it to its last reader, and then gives it back to later buffers, so
+    that a large batch's working set stays in cache. A transpose is a view: its reads are reads
+    of its source (it gets its source's offset). The exact casts' counting rows read their
+    buffers after every operation."""
+    root = _roots(program)
+    end = len(ops)  # the counting rows come after every operation
+    last_read = {}
+    for n, op in enumerate(ops):
+        for buf in _operands(op):
+            last_read[root[buf]] = n
+    for _, _, buf, _ in program.exact_casts:
+        last_read[root[buf]] = end
+    own = {buf for _, buf, _ in program.inputs} | set(program.int_constants) | set(program.float_constants)
+    own |= {root[buf] for buf, _, _ in program.outputs}
+    written = [op.out for op in ops]
+    own |= {buf for buf in written if written.count(buf) > 1}  # (each buffer is written once: safe if not)
+    offsets = [0] * len(program.shapes)
+    workspaces = {"i": _Workspace(), "f": _Workspace()}
+    size = [r * c for r, c in program.shapes]
+    for buf in sorted(own):
+        if root[buf] == buf:
+            offsets[buf] = workspaces[program.kinds[buf]].take(size[buf])
+    freed_at: dict[int, list[int]] = {}
+    for n, op in enumerate(ops):
+        if op.out not in own:
+            offsets[op.out] = workspaces[program.kinds[op.out]].take(size[op.out])
+            # given back after its last reader has written its own result (never an operand of it)
+            freed_at.setdefault(max(n, last_read.get(op.out, n)), []).append(op.out)
+        for buf in freed_at.pop(n, []):
+            workspaces[program.kinds[buf]].give_back(offsets[buf], size[buf])
+    return offsets, {kind: workspace.size for kind, workspace in workspaces.items()}
+
+
+class _Workspace:
+    """First-fit allocation of one workspace: the free blocks (offset, size), by offset."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.free: list[tuple[int, int]] = []
+
+    def take(self, size: int) -> int:
+        for k, (offset, free) in enumerate(self.free):
+            if free >= size:
+                self.free[k:k + 1] = [(offset + size, free - size)] if free > size else []
+                return offset
+        if self.free and self.free[-1][0] + self.free[-1][1] == self.size:  # grow the last free block
+            offset = self.free.pop()[0]
+        else:
+            offset = self.size
+        self.size = offset + size
+        return offset
+
+    def give_back(self, offset: int, size: int) -> None:
+        self.free.append((offset, size))
+        self.free.sort()
+        merged: list[tuple[int, int]] = []
+        for start, length in self.free:  # adjacent blocks become one
+            if merged and merged[-1][0] + merged[-1][1] == start:
+                merged[-1] = (merged[-1][0], merged[-1][1] + length)
+            else:
+                merged.append((start, length))
+        self.free = merged
+
+
 class ProgramRunner:
     """A traced step laid out for ``run_program``: the operation table, the workspaces (constants
     written once), each buffer's offset and strides, and a numpy view of each input and output in
@@ -587,20 +785,21 @@ class ProgramRunner:
         self.cols[:] = [c for _, c in program.shapes]
         axis = batch_axes(program)
         views = {op.out: op.a for op in program.ops if op.code == TRANSPOSE}
-        used = {"i": 0, "f": 0}
-        for buf, (size, kind) in enumerate(zip(sizes, program.kinds)):
+        for buf in range(n_buffers):
             rows, cols = program.shapes[buf]
             if buf in views:  # a transpose: the same memory, strides swapped
                 source = views[buf]
-                self.offsets[buf] = self.offsets[source]
                 self.rstride[buf], self.cstride[buf] = self.cstride[source], self.rstride[source]
-                continue
-            self.offsets[buf] = used[kind]
-            used[kind] += size
-            if axis[buf] == 0 and rows > 1:  # along the batch: column-major
+            elif axis[buf] == 0 and rows > 1:  # along the batch: column-major
                 self.rstride[buf], self.cstride[buf] = 1, rows
             else:
                 self.rstride[buf], self.cstride[buf] = cols, 1
+        self.table_ops = table_rows(program, lambda a, b: (self.rstride[a], self.cstride[a]) ==
+                                    (self.rstride[b], self.cstride[b]))
+        offsets, used = workspace_offsets(program, self.table_ops)
+        root = _roots(program)
+        for buf in range(n_buffers):
+            self.offsets[buf] = offsets[root[buf]]
         self.mem = np.zeros(used["i"], dtype=np.int64)
         self.fmem = np.zeros(used["f"], dtype=np.float64)
         for buf, values in program.int_constants.items():
@@ -641,7 +840,7 @@ class ProgramRunner:
     def _table(self, program, sizes) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
         """The operation table (transposes are views: no row) and the stochastic casts in the order
         they run (rows, number of words, whether the buffer is column-major)."""
-        ops = [op for op in program.ops if op.code != TRANSPOSE]
+        ops = self.table_ops
         table = np.zeros((len(ops) + len(program.exact_casts), OP_COLUMNS), dtype=np.int64)
         self.exact_rows = []  # the exact casts' counting rows, after every operation
         for k, (role, layer, buf, fmt) in enumerate(program.exact_casts):
@@ -658,6 +857,8 @@ class ProgramRunner:
                 table[n, COL_FRAC] = op.params[0]
             elif op.code == MATMUL and op.params:
                 table[n, COL_NARROW] = op.params[0]
+            elif op.code == SELECT:
+                table[n, COL_LO1:COL_LO1 + 7] = op.params
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
                 fmt = op.fmt
@@ -667,6 +868,7 @@ class ProgramRunner:
                                          f"strides {layouts[0]} and writes {layouts[1]}; the kernel casts element "
                                          "e of its input into element e of its output (one layout)")
                 base, sign_bias, odd_bias = rounding_bias(list(Rounding)[rounding], shift) if shift > 0 else (0, 0, 0)
+                assert odd_bias in (0, 1)  # the kernel masks with it
                 table[n, COL_SHIFT:COL_FIRST_WORD] = (
                     shift, rounding, overflow, lo, hi, fmt.raw_min, fmt.raw_max,
                     (1 << (word - 1)) if signed else 0, (1 << word) - 1, base, sign_bias, odd_bias)

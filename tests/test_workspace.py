@@ -1,0 +1,167 @@
+"""The numba kernel's workspace reuses memory: a buffer holds its memory from the operation that
+writes it to its last reader (``kernels.workspace_offsets``), so that a large batch's working set
+stays in cache. Checked on the layout itself (no two buffers alive at once share memory; inputs,
+constants and outputs have their own) and on the results at batch 1024 and over multi-step runs,
+against the stage-by-stage FixedArithmetic path (never against the kernel itself)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fixprop import Datapath, FixedConstant, QFormat, RoleCast
+from fixprop.explore.ranges import RangeCollector
+from fixprop.nn import MLP, FixedArithmetic, Model
+from fixprop.nn.program import TRANSPOSE, WHERE, WHERE_NUMBERS, trace_program
+
+pytest.importorskip("numba")
+from fixprop.nn.kernels import SELECT, NumbaStep, numba_step, workspace_offsets  # noqa: E402
+
+STOCH_CASTS = replace(Datapath.uniform(14, 7), roles={
+    **Datapath.uniform(14, 7).roles, "acc": RoleCast(16, 6, True, "STOCH", "SAT"),
+    "weight_grad": RoleCast(12, 8, True, "STOCH", "WRAP"), "update": RoleCast(14, 10, True, "STOCH", "SAT")})
+DATAPATHS = {
+    "seed": Datapath.seed(24, 12),
+    "stoch": STOCH_CASTS,
+    "momentum": replace(Datapath.uniform(16, 9, rounding="RND_INF", overflow="SAT_SYM"), lr_shift=None,
+                        lr=FixedConstant(0.05, QFormat(10, 12, False)),
+                        momentum=FixedConstant(0.75, QFormat(8, 8, False))),
+    "per_layer_wrap": replace(Datapath.uniform(10, 5, rounding="TRN", overflow="WRAP"),
+                              layers={1: {"pre": RoleCast(8, 3, False, "RND_CONV", "SAT_ZERO")}}),
+}
+NETS = {"seed": MLP([3, 7, 7, 5], seed=0), "hard_tanh": MLP([3, 6, 4], "hard_tanh", "linear", "mse", seed=2)}
+
+
+def _lifetimes(program, ops):
+    """Each buffer's (first, last) index in the table's rows ``ops`` (transposes read their
+    source), independently of the allocator; inputs, constants and outputs live from before the
+    first to after the last."""
+    root = list(range(len(program.shapes)))
+    for op in program.ops:
+        if op.code == TRANSPOSE:
+            root[op.out] = root[op.a]
+    end = len(ops) + 1
+    life = {}
+    for n, op in enumerate(ops):
+        life[op.out] = [n, n]
+        reads = [op.a, op.b] + ([op.params[0]] if op.code in (WHERE, WHERE_NUMBERS) else [])
+        for buf in reads:
+            if buf >= 0 and root[buf] in life:
+                life[root[buf]][1] = max(life[root[buf]][1], n)
+    for _, _, buf, _ in program.exact_casts:
+        life[root[buf]][1] = end
+    kept = [buf for _, buf, _ in program.inputs] + list(program.int_constants) + list(program.float_constants)
+    kept += [root[buf] for buf, _, _ in program.outputs]
+    for buf in kept:
+        life[buf] = [-1, end]
+    return life
+
+
+@pytest.mark.parametrize("update", [False, True])
+@pytest.mark.parametrize("name", ["seed", "momentum"])
+def test_buffers_alive_together_never_share_memory(name, update):
+    net = NETS["seed"]
+    runner = numba_step(net, DATAPATHS[name], 1024, update).runner
+    program = runner.step.program
+    offsets, used = workspace_offsets(program, runner.table_ops)
+    life = _lifetimes(program, runner.table_ops)
+    sizes = {buf: r * c for buf, (r, c) in enumerate(program.shapes)}
+    for kind in ("i", "f"):
+        bufs = [buf for buf in life if program.kinds[buf] == kind]
+        assert all(offsets[b] + sizes[b] <= used[kind] for b in bufs)
+        for i, p in enumerate(bufs):
+            for q in bufs[i + 1:]:
+                together = life[p][0] <= life[q][1] and life[q][0] <= life[p][1]
+                apart = offsets[p] + sizes[p] <= offsets[q] or offsets[q] + sizes[q] <= offsets[p]
+                assert apart or not together, f"b{p} {life[p]} and b{q} {life[q]} share memory"
+    # at batch 1024 the int workspace is far smaller than one slot per buffer
+    assert used["i"] < 0.5 * sum(sizes[b] for b in life if program.kinds[b] == "i")
+
+
+def _stepwise(net, dp, params, x, y, velocity, rng, counter=None):
+    ar = FixedArithmetic(dp, rng, counter)
+    trace = net.forward(ar, params, x)
+    grads = net.backward(ar, params, trace, y)
+    new, vel = net.sgd_step(ar, params, grads, velocity)
+    return ([v for g in grads for v in (g.weight_grad, g.bias_grad)] + [v for p in new for v in (p.weight, p.bias)]
+            + ([v for p in vel for v in (p.weight, p.bias)] if vel is not None else []) + [trace.output])
+
+
+@pytest.mark.parametrize("name", sorted(DATAPATHS))
+@pytest.mark.parametrize("net_name", sorted(NETS))
+def test_batch_1024_steps_equal_the_stepwise_path(name, net_name):
+    """Gradients, new parameters, velocities and the output of one step at batch 1024, twice on
+    the same runner (the second run starts from the first's leftovers in reused memory), and the
+    cast counts."""
+    dp, net = DATAPATHS[name], NETS[net_name]
+    rng = np.random.default_rng(3)
+    ar = FixedArithmetic(dp, np.random.default_rng(0))
+    params = net.params_in(ar, net.init_params())
+    velocity = net.zero_velocity(ar, params) if dp.momentum is not None else None
+    step = numba_step(net, dp, 1024, update=True)
+    assert isinstance(step, NumbaStep)
+    for seed in (1, 2):
+        x = ar.data(rng.uniform(-3, 3, (1024, net.layer_sizes[0])), "input")
+        y = ar.data(rng.uniform(-2, 2, (1024, net.layer_sizes[-1])), "target")
+        mine, theirs = RangeCollector(ranges=False), RangeCollector(ranges=False)
+        got = step.outputs(params, x, y, velocity, np.random.default_rng(seed), counter=mine)
+        want = _stepwise(net, dp, params, x, y, velocity, np.random.default_rng(seed), theirs)
+        assert len(got) == len(want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g.fmt == w.fmt and np.array_equal(g.raw, w.raw), f"output {i}"
+        assert mine.to_json() == theirs.to_json()
+
+
+@pytest.mark.parametrize("name", sorted(DATAPATHS))
+@pytest.mark.parametrize("counting", [False, True])
+def test_multi_step_runs_at_batch_256_equal_a_loop_of_stepwise_steps(name, counting):
+    """train_batches: three steps of 256 samples in one kernel call (the outputs fed back into
+    the inputs between steps) give the stage-by-stage path's parameters, words and counts."""
+    dp, net = DATAPATHS[name], NETS["seed"]
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-3, 3, (768, 3)), rng.uniform(-2, 2, (768, 5))
+    batches = [np.arange(i, i + 256) for i in range(0, 768, 256)]
+    models = []
+    for compiled in (True, False):
+        ar = FixedArithmetic(dp, np.random.default_rng(5), RangeCollector(ranges=False) if counting else None)
+        models.append(Model(net, ar, net.init_params(), dp.momentum is not None, compiled=compiled, backend="numba"))
+    fast, slow = models
+    fast.train_batches(x, y, batches)
+    for rows in batches:
+        slow.train_step(x[rows], y[rows])
+    assert any(isinstance(s, NumbaStep) for s in fast._steps.values())
+    for p, q in zip(fast.params, slow.params):
+        assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+    if dp.momentum is not None:
+        for p, q in zip(fast.velocity, slow.velocity):
+            assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
+    assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
+    if counting:
+        assert fast.arithmetic.observer.to_json() == slow.arithmetic.observer.to_json()
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu:3", "hard_tanh"])
+@pytest.mark.parametrize("at_zero", [0.0, 0.5, 1.0])
+def test_folded_derivatives_equal_the_stepwise_path(activation, at_zero):
+    """A derivative made of comparisons of z with constants selecting constant numbers (ReLU's,
+    leaky ReLU's) runs as one SELECT row; coarse formats put many z exactly at 0, on both
+    sides and at the breakpoints."""
+    dp = replace(Datapath.uniform(8, 1, rounding="RND_CONV", overflow="SAT"), relu_grad_at_zero=at_zero)
+    net = MLP([3, 6, 6, 4], activation, "linear", "mse", seed=5)
+    step = numba_step(net, dp, 700, update=True)
+    selects = sum(op.code == SELECT for op in step.runner.table_ops)
+    assert selects == (0 if activation == "hard_tanh" else 2)  # hard_tanh's condition is an AND: not folded
+    ar = FixedArithmetic(dp)
+    params = net.params_in(ar, net.init_params())
+    rng = np.random.default_rng(6)
+    x = ar.data(rng.integers(-2, 3, (700, 3)).astype(float), "input")
+    y = ar.data(rng.integers(-2, 3, (700, 4)).astype(float), "target")
+    got = step.outputs(params, x, y)
+    want = _stepwise(net, dp, params, x, y, None, None)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.fmt == w.fmt and np.array_equal(g.raw, w.raw), f"output {i}"
+    hidden = net.forward(ar, params, x).layers[:-1]
+    assert all(np.count_nonzero(layer.pre.raw == 0) > 10 for layer in hidden)  # z = 0 was hit
+    assert np.count_nonzero(hidden[0].pre.raw < 0) > 10 and np.count_nonzero(hidden[0].pre.raw > 0) > 10
