@@ -825,7 +825,9 @@ class ProgramRunner:
         used = {False: 0, True: 0}
         for (buf, _, shape), fmt in zip(program.outputs, self.output_formats):
             kind = bool(self.is_float[buf])
-            self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape, fmt))
+            # shape None: a 1-D output, the slice itself (no reshape)
+            self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape if len(shape) != 1 else None,
+                                       fmt))
             used[kind] += sizes[buf]
         self.gathered_size, self.fgathered_size = used[False], used[True]
 
@@ -963,11 +965,13 @@ class ProgramRunner:
         if count:
             self.counts[:] = 0
         self.counted_steps = n_steps
-        data = [_NO_DATA, _NO_DATA, _NO_FLOAT_DATA, _NO_FLOAT_DATA]
+        data = _NO_STEP_DATA
         if x_data is not None and self.is_float[self.x_buf]:
-            data[2:] = (np.ascontiguousarray(x_data, dtype=np.float64), np.ascontiguousarray(y_data, dtype=np.float64))
+            data = (_NO_DATA, _NO_DATA, np.ascontiguousarray(x_data, dtype=np.float64),
+                    np.ascontiguousarray(y_data, dtype=np.float64))
         elif x_data is not None:
-            data[:2] = (np.ascontiguousarray(x_data, dtype=np.int64), np.ascontiguousarray(y_data, dtype=np.int64))
+            data = (np.ascontiguousarray(x_data, dtype=np.int64), np.ascontiguousarray(y_data, dtype=np.int64),
+                    _NO_FLOAT_DATA, _NO_FLOAT_DATA)
         gathered = np.empty(self.gathered_size, dtype=np.int64) if self.gathered_size else _NO_INTS
         fgathered = np.empty(self.fgathered_size, dtype=np.float64) if self.fgathered_size else _NO_FLOATS
         self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, self.counts, count,
@@ -979,8 +983,8 @@ class ProgramRunner:
         if self.fgathered_size:
             fgathered.flags.writeable = False
         wrap = FixedArray._trusted_int64
-        return [wrap(gathered[start:end].reshape(shape), fmt) if fmt is not None
-                else (fgathered if kind else gathered)[start:end].reshape(shape)
+        return [(wrap(gathered[start:end] if shape is None else gathered[start:end].reshape(shape), fmt)
+                 if fmt is not None else (fgathered if kind else gathered)[start:end].reshape(shape or (-1,)))
                 for kind, start, end, shape, fmt in self.output_slices]
 
 
@@ -988,6 +992,7 @@ class ProgramRunner:
 _NO_DATA = np.zeros((0, 0), dtype=np.int64)
 _NO_FLOAT_DATA = np.zeros((0, 0), dtype=np.float64)
 _NO_FEEDBACK = np.zeros((0, 2), dtype=np.int64)
+_NO_STEP_DATA = (_NO_DATA, _NO_DATA, _NO_FLOAT_DATA, _NO_FLOAT_DATA)
 #: the gathered outputs of a program without int64 (or without float64) outputs
 _NO_INTS = np.zeros(0, dtype=np.int64)
 _NO_FLOATS = np.zeros(0, dtype=np.float64)
