@@ -159,16 +159,18 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         d-bit roles' format; None when a value is not an integer or does not fit d bits (the
         stage-by-stage path handles those). One conversion and one check for all of them."""
         values = [np.asarray(getval(v)) for v in arrays]
-        kinds = {v.dtype.kind for v in values}
-        flat = np.concatenate([v.reshape(-1) for v in values])
+        if len(values) == 1:  # one array (the data of a call): no concatenation
+            flat, kinds = values[0].reshape(-1), values[0].dtype.kind
+        else:
+            flat, kinds = np.concatenate([v.reshape(-1) for v in values]), "".join({v.dtype.kind for v in values})
         limit = 1 << (self._d_bits - 1)
         if not flat.size or not (flat.min() >= -limit and flat.max() < limit):  # nan fails both
             return None
-        if kinds == {"f"} and self._d_bits <= 53:  # float64 holds every d-bit integer exactly
-            ints = flat.astype(np.int64)  # finite and in range: the cast is defined
+        if kinds == "f" and self._d_bits <= 53:  # float64 holds every d-bit integer exactly
+            ints = flat.astype(np.int64)  # finite and in range: the cast is defined (a new array)
             if (ints != flat).any():  # a fraction
                 return None
-        elif kinds == {"i"} and flat.dtype == np.int64:
+        elif kinds == "i" and flat.dtype == np.int64:
             ints = flat.copy()
         else:
             return None
@@ -206,7 +208,7 @@ class mlp4autograd:  # noqa: N801 - the seed notebook's name
         fmt = self._role_format()
         cached = self._params_cache
         if (cached is not None and cached[0] is fmt and cached[1].dtype == flat.dtype
-                and cached[1].shape == flat.shape and np.array_equal(cached[1], flat)):
+                and cached[1].shape == flat.shape and (cached[1] == flat).all()):
             return cached[2]
         shapes = [s for n_in, n_out in zip(self._shape[:-1], self._shape[1:]) for s in ((n_out, n_in), (n_out,))]
         values = self._role_arrays(arrays, shapes)
