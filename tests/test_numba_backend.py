@@ -466,11 +466,13 @@ def test_unknown_backend_is_refused():
         MLP([2, 2]).fixed_model(Datapath.uniform(8, 4), backend="cuda")
 
 
+@pytest.mark.parametrize("ranges", [False, True], ids=["counts", "ranges"])
 @pytest.mark.parametrize("dp", [Datapath.uniform(10, 9, "RND", "SAT_SYM"), Datapath.uniform(8, 6, "STOCH", "WRAP"),
                                 Datapath.seed(16, 10)], ids=["saturating", "stoch-wrap", "seed"])
-def test_the_kernel_counts_casts_as_the_stepwise_observer(dp):
-    """Training observed by a counts-only RangeCollector: on the numba kernel (counting in the loops)
-    and stepwise (observe() on every cast) the counts per role and layer, and the weights, are equal."""
+def test_the_kernel_counts_casts_as_the_stepwise_observer(dp, ranges):
+    """Training observed by a RangeCollector: on the numba kernel (counting, and with ranges keeping
+    min, max and the log2 histogram, in the loops) and stepwise (observe() on every cast) the
+    statistics per role and layer, and the weights, are equal."""
     from fixprop.explore.ranges import RangeCollector
 
     net = MLP([3, 5, 2], "hard_tanh", "linear", "mse", init="uniform_neg", seed=3)
@@ -478,17 +480,20 @@ def test_the_kernel_counts_casts_as_the_stepwise_observer(dp):
     data = [(rng.uniform(-3, 3, (4, 3)), rng.uniform(-3, 3, (4, 2))) for _ in range(4)]
     runs = {}
     for backend in ("numba", "stepwise"):
-        counter = RangeCollector(ranges=False)
+        counter = RangeCollector(ranges=ranges)
         model = Model_with(net, dp, counter, backend)
         for x, y in data:
             model.train_step(x, y)
             model.weight_gradients(x, y)
         kinds = {type(step).__name__ for step in model._steps.values() if step is not None}
         assert kinds == ({"NumbaStep"} if backend == "numba" else set())
-        runs[backend] = ({key: (s.count, s.nonzero, s.saturated, s.underflowed) for key, s in counter.stats.items()},
-                         [p.weight.raw.tolist() for p in model.params])
+        runs[backend] = (counter.table(), [p.weight.raw.tolist() for p in model.params])
     assert runs["numba"] == runs["stepwise"]
-    assert any(s[2] for s in runs["numba"][0].values()) or dp.name.startswith("seed")
+    stats = runs["numba"][0]
+    assert any(s.saturated for s in stats) or dp.name.startswith("seed")
+    if ranges:  # the ranges were kept (exact Fractions), not left empty on both sides
+        assert all(s.min is not None and s.min <= s.max for s in stats if s.count)
+        assert sum(sum(s.log2_histogram.values()) for s in stats) == sum(s.nonzero for s in stats)
 
 
 def Model_with(net, dp, counter, backend):  # noqa: N802 - reads as the constructor it wraps
@@ -524,11 +529,12 @@ def test_verify_times_the_chosen_engine_and_reports_the_same_errors(capsys):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), sizes=st.lists(st.integers(1, 4), min_size=2, max_size=3), batch=st.sampled_from([1, 3, 16]),
        activation=st.sampled_from(ACTIVATIONS), loss=st.sampled_from(LOSSES), seed=st.integers(0, 1000),
-       full_scale=st.booleans())
-def test_numba_cast_counts_equal_the_stepwise_observer(data, sizes, activation, loss, batch, seed, full_scale):
-    """The kernel counts every cast (elements, nonzero, saturated, underflowed) inside the step: the
-    counts a counts-only RangeCollector receives equal the ones it collects observing every cast
-    of the stepwise path, on random datapaths (1-bit words, unsigned roles, every mode)."""
+       full_scale=st.booleans(), ranges=st.booleans())
+def test_numba_cast_counts_equal_the_stepwise_observer(data, sizes, activation, loss, batch, seed, full_scale, ranges):
+    """The kernel counts every cast (elements, nonzero, saturated, underflowed; with ranges also the
+    least and greatest exact value before it and the log2 histogram) inside the step: what a
+    RangeCollector receives equals what it collects observing every cast of the stepwise path, on
+    random datapaths (1-bit words, unsigned roles, every mode, full-scale data)."""
     from fixprop.explore.ranges import RangeCollector
 
     net = MLP(sizes, activation, "linear", loss, init="uniform_neg", seed=seed)
@@ -539,11 +545,30 @@ def test_numba_cast_counts_equal_the_stepwise_observer(data, sizes, activation, 
     except NotCompilable:
         assert beyond_int64_programs(net, dp, batch)
         return
-    observed, counted = RangeCollector(ranges=False), RangeCollector(ranges=False)
+    observed, counted = RangeCollector(ranges=ranges), RangeCollector(ranges=ranges)
     ar = FixedArithmetic(dp, np.random.default_rng(seed + 7), observed)
     trace = net.forward(ar, params, x)
     net.sgd_step(ar, params, net.backward(ar, params, trace, y), velocity)
     NumbaStep(traced, kernel()).outputs(params, x, y, velocity, np.random.default_rng(seed + 7), counter=counted)
-    got = [s for s in counted.to_json() if s["role"] not in ("input", "target")]
-    want = [s for s in observed.to_json() if s["role"] not in ("input", "target")]
-    assert got == want and sum(s["count"] for s in want) > 0
+    got = [s for s in counted.table() if s.role not in ("input", "target")]
+    want = [s for s in observed.table() if s.role not in ("input", "target")]
+    assert got == want and sum(s.count for s in want) > 0  # RoleStats: min and max as exact Fractions
+
+
+@pytest.mark.parametrize("dp", [Datapath.seed(24, 12), Datapath.uniform(8, 6, "STOCH", "WRAP", lr_shift=5)],
+                         ids=["seed", "stoch-wrap"])
+def test_training_ranges_kept_by_the_kernel_equal_stage_by_stage(dp):
+    """``fixprop ranges`` trains with a full RangeCollector: on the numba kernel (each epoch's steps in
+    one kernel call, the ranges kept in its loops) it collects the same statistics, exact min and
+    max included, and ends with the same integers as the numpy backend, which trains stage by stage
+    to observe every cast."""
+    from fixprop.explore.ranges import RangeCollector
+    from fixprop.explore.train import TrainConfig, train
+
+    runs = {}
+    for backend in ("numba", "numpy"):
+        collector = RangeCollector()
+        result = train(TrainConfig(epochs=2, backend=backend), dp, observer=collector)
+        runs[backend] = (collector.table(), result["fixed_params_sha256"], result["fixed"])
+    assert runs["numba"] == runs["numpy"]
+    assert any(s.log2_histogram for s in runs["numba"][0])

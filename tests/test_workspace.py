@@ -14,7 +14,7 @@ import pytest
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
 from fixprop.explore.ranges import RangeCollector
 from fixprop.nn import MLP, FixedArithmetic, Model
-from fixprop.nn.program import TRANSPOSE, WHERE, WHERE_NUMBERS, trace_program
+from fixprop.nn.program import TRANSPOSE, WHERE, WHERE_NUMBERS
 
 pytest.importorskip("numba")
 from fixprop.nn.kernels import SELECT, NumbaStep, numba_step, workspace_offsets  # noqa: E402

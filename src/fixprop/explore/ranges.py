@@ -106,14 +106,25 @@ class RangeCollector:
 
     @property
     def counts_only(self) -> bool:
-        """True when only counts are kept: a compiled step that counts (the numba kernel) can
-        then serve this observer through :meth:`add_counts`."""
+        """True when only counts are kept (``ranges=False``)."""
         return not self.ranges
+
+    #: The numba kernel can serve this observer: it counts every cast (:meth:`add_counts`) and,
+    #: when ``ranges`` is set, keeps each cast's range and histogram (:meth:`add_ranges`).
+    kernel_served = True
 
     def add_counts(self, role: str, layer: int | None, fmt: QFormat, count: int, nonzero: int, saturated: int,
                    underflowed: int) -> None:
         """Counts of one cast computed elsewhere (the numba kernel), with the meaning of :func:`observe`."""
         self.add(RoleStats(role, layer, {str(fmt)}, count, nonzero, saturated=saturated, underflowed=underflowed))
+
+    def add_ranges(self, role: str, layer: int | None, fmt: QFormat, count: int, nonzero: int, saturated: int,
+                   underflowed: int, minimum: Fraction, maximum: Fraction, log2_histogram: dict[int, int]) -> None:
+        """Counts and range of one cast computed elsewhere (the numba kernel), with the meaning of
+        :func:`observe`: the least and greatest exact value before the cast, and how many nonzero
+        values have floor(log2 |v|) = e, for each e."""
+        self.add(RoleStats(role, layer, {str(fmt)}, count, nonzero, minimum, maximum, saturated, underflowed,
+                           dict(log2_histogram)))
 
     def __call__(self, role: str, layer: int | None, exact: Any, result: FixedArray,
                  cast: RoleCast | None = None) -> None:

@@ -116,7 +116,8 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     ``progress(epoch, summary)`` is called after each epoch. ``observer`` sees every cast of the
     fixed network's weight quantization and training steps (``FixedArithmetic``), not those of
     its evaluations: an observer that needs every cast's values makes the steps run stage by
-    stage; a counts-only RangeCollector is served by the numba kernel, which counts. The result holds the config, the
+    stage; a RangeCollector is served by the numba kernel, which counts (and keeps ranges) as it
+    trains. The result holds the config, the
     datapath (TOML), the per-epoch curves of both networks ("float", "fixed"), "final": the
     last epoch's figures and the ratio fixed / float of the held-out loss, and "saturation":
     the cast counts of the whole run (None when ``count_casts`` is False and ``observer`` is not

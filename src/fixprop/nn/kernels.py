@@ -25,6 +25,8 @@ LFSR source) in the stepwise path's order. Then the overflow mode.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from fixprop.datapath import Datapath
@@ -59,8 +61,13 @@ assert COUNT_EXACT == len(OP_NAMES)
 #: lo2 <= (a << shift_a) <= hi2, else k3 (raw integers): a chain of comparisons, where_numbers and
 #: dyadic folded into one pass.
 SELECT = 21
-# Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
-COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
+# Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero;
+# with ranges (a counts table COUNT_COLUMNS_RANGES wide) also the least and the greatest raw value
+# before the cast, and from COUNT_LOG2 on how many nonzero values have bit length 1, 2, ... 63
+# (|raw| < 2**62): floor(log2 |raw|) = bit length - 1.
+COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED, COUNT_MIN, COUNT_MAX, COUNT_LOG2 = range(6)
+COUNT_COLUMNS = 3
+COUNT_COLUMNS_RANGES = COUNT_LOG2 + 63
 
 
 def rounding_bias(rounding: Rounding, shift: int) -> tuple[int, int, int]:
@@ -89,7 +96,9 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     lives at ``offsets[b] + i * rstride[b] + j * cstride[b]`` (row-major, column-major, or a
     transposed view of another buffer). ``words`` (uint64): the STOCH casts'
     random words, in the memory order of each cast's buffer. With ``count``, each cast adds its
-    nonzero/saturated/underflowed counts to ``counts[op]``. Last, the buffers listed in
+    nonzero/saturated/underflowed counts to ``counts[op]``; when ``counts`` is
+    ``COUNT_COLUMNS_RANGES`` wide, also the range of the values before it (least, greatest, a
+    histogram of bit lengths: ``COUNT_MIN``...). Last, the buffers listed in
     ``outputs`` are copied one after another, each row-major, into ``gathered`` (int64 buffers)
     or ``fgathered`` (float64 buffers, ``buffers[BUF_FLOAT]``).
 
@@ -112,6 +121,7 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
     cstride = buffers[BUF_CSTRIDE]
     is_float = buffers[BUF_FLOAT]
     words_per_step = words.shape[0] // n_steps
+    ranges = count and counts.shape[1] > COUNT_MIN  # a wide counts table: ranges too
     for step in range(n_steps):
         word_base = step * words_per_step
         if x_data.shape[0] > 0:  # this step's samples into the x and y inputs
@@ -136,6 +146,37 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
             R = rows[out]
             C = cols[out]
             o = offsets[out]
+            if ranges and (code == CAST or code == COUNT_EXACT):
+                # the values before the cast (buffer a, element by element): least, greatest, and
+                # the bit length of each nonzero |v| (|v| < 2**62), by halving
+                values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
+                for e in range(values.shape[0]):
+                    v = values[e]
+                    if v < counts[n, COUNT_MIN]:
+                        counts[n, COUNT_MIN] = v
+                    if v > counts[n, COUNT_MAX]:
+                        counts[n, COUNT_MAX] = v
+                    if v != 0:
+                        m = -v if v < 0 else v
+                        bits = 1
+                        if m >= np.int64(1) << 32:
+                            m >>= 32
+                            bits += 32
+                        if m >= 1 << 16:
+                            m >>= 16
+                            bits += 16
+                        if m >= 1 << 8:
+                            m >>= 8
+                            bits += 8
+                        if m >= 1 << 4:
+                            m >>= 4
+                            bits += 4
+                        if m >= 1 << 2:
+                            m >>= 2
+                            bits += 2
+                        if m >= 2:
+                            bits += 1
+                        counts[n, COUNT_LOG2 + bits - 1] += 1
             if ops[n, COL_FLOAT] == 1:  # an operation of a float64 program
                 if code == MATMUL:
                     K = cols[a]
@@ -808,11 +849,13 @@ class ProgramRunner:
             self.view(buf)[...] = values
         self.ops, self.stochastic = self._table(program, sizes)
         self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
-        self.counts = np.zeros((len(self.ops), 3), dtype=np.int64)
+        self.counts = np.zeros((len(self.ops), COUNT_COLUMNS), dtype=np.int64)
+        self.range_counts = None  # (ops, COUNT_COLUMNS_RANGES), made at the first run with ranges
         self.input_views = [self.view(buf) for _, buf, _ in program.inputs]
         buffer_of = {name: buf for name, buf, _ in program.inputs}
         self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
         self.counted_steps = 1
+        self.counted_ranges = False
         # the FixedArray last written into each input buffer: FixedArrays are immutable, so the
         # same object given again is already in place (float inputs are the caller's numpy
         # arrays, which can change: always written)
@@ -895,16 +938,23 @@ class ProgramRunner:
 
     def report_counts(self, counter) -> None:
         """Give the last counted run's cast counts to ``counter.add_counts(role, layer, fmt, count,
-        nonzero, saturated, underflowed)``, in the order the casts ran (exact casts after them),
-        summed over the run's steps."""
+        nonzero, saturated, underflowed)`` (after a run with ranges: to ``counter.add_ranges(...,
+        minimum, maximum, log2_histogram)``, the range of the exact values before each cast), in the
+        order the casts ran (exact casts after them), summed over the run's steps."""
         sizes = self.rows * self.cols
-        for n, op in self.cast_rows:
-            nonzero, saturated, underflowed = (int(c) for c in self.counts[n])
-            counter.add_counts(op.role, op.layer, op.fmt, int(sizes[op.a]) * self.counted_steps, nonzero,
-                               saturated, underflowed)
-        for n, role, layer, buf, fmt in self.exact_rows:
-            counter.add_counts(role, layer, fmt, int(sizes[buf]) * self.counted_steps,
-                               int(self.counts[n, COUNT_NONZERO]), 0, 0)
+        rows = [(n, op.role, op.layer, op.fmt, int(sizes[op.a]), op.fmt.frac + op.params[0]) for n, op in self.cast_rows]
+        rows += [(n, role, layer, fmt, int(sizes[buf]), fmt.frac) for n, role, layer, buf, fmt in self.exact_rows]
+        for n, role, layer, fmt, size, source_frac in rows:
+            counts = self.counts[n] if not self.counted_ranges else self.range_counts[n]
+            nonzero, saturated, underflowed = (int(c) for c in counts[:COUNT_MIN])
+            if not self.counted_ranges:
+                counter.add_counts(role, layer, fmt, size * self.counted_steps, nonzero, saturated, underflowed)
+                continue
+            scale = Fraction(2) ** -source_frac  # the raw values before the cast, in units of 2**-source_frac
+            histogram = {bits - 1 - source_frac: int(counts[COUNT_LOG2 + bits - 1])
+                         for bits in range(1, 64) if counts[COUNT_LOG2 + bits - 1]}
+            counter.add_ranges(role, layer, fmt, size * self.counted_steps, nonzero, saturated, underflowed,
+                               int(counts[COUNT_MIN]) * scale, int(counts[COUNT_MAX]) * scale, histogram)
 
     def load(self, values, formats, names) -> None:
         """Write each input's raw integers (a FixedArray in ``formats[i]``; for a float program a
@@ -923,15 +973,16 @@ class ProgramRunner:
                 views[i][...] = value.raw
                 loaded[i] = value
 
-    def run(self, rng=None, count: bool = False) -> list:
+    def run(self, rng=None, count: bool = False, ranges: bool = False) -> list:
         """One step on the inputs last loaded (:meth:`load`); returns the outputs in
-        ``program.outputs`` order (:meth:`_call`)."""
+        ``program.outputs`` order (:meth:`_call`). ``count``: count every cast (with ``ranges``,
+        keep the range of its values too) for :meth:`report_counts`."""
         if self.stochastic:
             self._draw_words(rng)
-        return self._call(1, self.words, None, None, _NO_FEEDBACK, count)
+        return self._call(1, self.words, None, None, _NO_FEEDBACK, count, ranges)
 
     def run_steps(self, raws: list[np.ndarray], x_data: np.ndarray, y_data: np.ndarray, feedback: np.ndarray,
-                  rng=None, count: bool = False) -> list[np.ndarray]:
+                  rng=None, count: bool = False, ranges: bool = False) -> list[np.ndarray]:
         """``len(x_data) // batch`` steps: ``raws`` are the inputs other than x and y (in
         ``program.inputs`` order), step s trains on rows [s*batch, (s+1)*batch) of ``x_data``
         and ``y_data`` (int64 raws in the input and target roles) and ``feedback`` (output
@@ -957,14 +1008,23 @@ class ProgramRunner:
                     drawn[:, start:start + size] = block.transpose(0, 2, 1).reshape(n_steps, size)
                 start += size
             words = drawn.reshape(-1)
-        return self._call(n_steps, words, x_data, y_data, feedback, count)
+        return self._call(n_steps, words, x_data, y_data, feedback, count, ranges)
 
-    def _call(self, n_steps, words, x_data, y_data, feedback, count) -> list:
+    def _call(self, n_steps, words, x_data, y_data, feedback, count, ranges=False) -> list:
         """Run the kernel; the outputs as FixedArrays in their formats over read-only int64
         views of one new array (a float program's: read-only float64 arrays)."""
-        if count:
-            self.counts[:] = 0
+        counts = self.counts
+        if count and ranges:
+            if self.range_counts is None:
+                self.range_counts = np.zeros((len(self.ops), COUNT_COLUMNS_RANGES), dtype=np.int64)
+            counts = self.range_counts
+            counts[:] = 0
+            counts[:, COUNT_MIN] = np.iinfo(np.int64).max  # no value seen yet
+            counts[:, COUNT_MAX] = np.iinfo(np.int64).min
+        elif count:
+            counts[:] = 0
         self.counted_steps = n_steps
+        self.counted_ranges = bool(count and ranges)
         data = _NO_STEP_DATA
         if x_data is not None and self.is_float[self.x_buf]:
             data = (_NO_DATA, _NO_DATA, np.ascontiguousarray(x_data, dtype=np.float64),
@@ -974,7 +1034,7 @@ class ProgramRunner:
                     _NO_FLOAT_DATA, _NO_FLOAT_DATA)
         gathered = np.empty(self.gathered_size, dtype=np.int64) if self.gathered_size else _NO_INTS
         fgathered = np.empty(self.fgathered_size, dtype=np.float64) if self.fgathered_size else _NO_FLOATS
-        self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, self.counts, count,
+        self.kernel(self.ops, self.buffers, self.mem, self.fmem, words, counts, count,
                     self.output_buffers, gathered, fgathered, n_steps, *data, self.x_buf, self.y_buf, feedback)
         # the outputs are read-only views of these (the shared empty ones stay writeable: numba
         # types a read-only array as another signature, and they hold no elements)
@@ -1035,7 +1095,8 @@ class NumbaStep:
     def outputs(self, params, x, y, velocity=None, rng=None, counter=None) -> list[FixedArray]:
         """Every result of one step, in ``TracedStep`` order: per layer (weight_grad, bias_grad);
         with update the new (weight, bias) per layer, then the new velocities; last the output.
-        ``counter`` (``add_counts``, e.g. a counts-only RangeCollector) receives every cast's counts.
+        ``counter`` (a RangeCollector: ``add_counts``, and ``add_ranges`` when its ``ranges`` is
+        set) receives every cast's counts (and the range of its values).
         Every value must be in its role's format (``accepts``); anything else is refused."""
         if self.forward_only:
             raise ValueError("this program is a forward pass: call activations(params, x)")
@@ -1052,7 +1113,7 @@ class NumbaStep:
         if self.uses_rng and not q.is_random_source(rng):
             raise ModeError("this datapath rounds stochastically: pass rng=numpy.random.Generator "
                             "(or a fixprop.hardware.LfsrSource)")
-        outputs = self.runner.run(rng, count=counter is not None)
+        outputs = self.runner.run(rng, count=counter is not None, ranges=_wants_ranges(counter))
         if counter is not None:
             self.runner.report_counts(counter)
         return outputs
@@ -1084,7 +1145,8 @@ class NumbaStep:
             raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
                             "(an LFSR source draws per step: call train_step once per step)")
         x_raw, y_raw = self._raws([x, y])
-        out = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng, count=counter is not None)
+        out = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng, count=counter is not None,
+                                    ranges=_wants_ranges(counter))
         if counter is not None:
             self.runner.report_counts(counter)
         n = self.net.n_layers
@@ -1115,6 +1177,11 @@ def _in_format(value, fmt) -> bool:
         return not isinstance(value, FixedArray)
     value_fmt = getattr(value, "fmt", None)
     return value_fmt is fmt or value_fmt == fmt
+
+
+def _wants_ranges(counter) -> bool:
+    """True when ``counter`` keeps ranges (``add_ranges``), not only counts (``add_counts``)."""
+    return counter is not None and bool(getattr(counter, "ranges", False))
 
 
 def _not_in_role_format(name: str, value, fmt) -> NotInRoleFormat:

@@ -524,11 +524,12 @@ class Model:
     def _compiled(self, batch: int, update: bool, forward_only: bool = False):
         """The compiled step for this batch size (with ``forward_only``, the forward pass, which
         only the numba kernel runs), or None (not wanted, the datapath is too wide, or the
-        arithmetic's observer needs every cast's values: only a counts-only observer, such as
-        ``RangeCollector(ranges=False)``, is served, and only by the numba kernel, which counts)."""
+        arithmetic's observer needs every cast's values: only an observer the kernel can serve,
+        a RangeCollector (``kernel_served``: counts, and ranges and histograms when it keeps them),
+        is served, and only by the numba kernel, which counts)."""
         observer = getattr(self.arithmetic, "observer", None)
         counting = observer is not None
-        if not self.compiled or (counting and not getattr(observer, "counts_only", False)):
+        if not self.compiled or (counting and not getattr(observer, "kernel_served", False)):
             return None
         key = ("forward", batch, counting) if forward_only else (batch, update, counting)
         steps = self._current_steps()
