@@ -965,3 +965,24 @@ def test_train_final_integers_equal_a_stage_by_stage_loop(backend):
     raw[0, 0] += 1
     model.params[0].weight = FixedArray(raw, model.params[0].weight.fmt)
     assert result["fixed_params_sha256"] != params_sha256(model.params)
+
+
+def test_float_runs_are_shared_by_points_with_the_same_float_network():
+    """A sweep's points train the same float network when they keep the learning rate, momentum and
+    relu'(0): train() runs it once per process and reuses its curves. A reused run's result is the
+    one a fresh process gives; another learning rate trains its own float network."""
+    from fixprop.explore import train as training
+
+    config = TrainConfig(epochs=2)
+    training._FLOAT_CURVES.clear()
+    first = training.train(config, Datapath.uniform(16, 10), count_casts=False)
+    reused = training.train(config, Datapath.uniform(12, 8), count_casts=False)
+    assert len(training._FLOAT_CURVES) == 1 and reused["float"] == first["float"]
+    training._FLOAT_CURVES.clear()
+    fresh = training.train(config, Datapath.uniform(12, 8), count_casts=False)
+    assert json.dumps(fresh, sort_keys=True) == json.dumps(reused, sort_keys=True)
+    faster = training.train(config, Datapath.uniform(16, 10, lr_shift=5), count_casts=False)
+    assert len(training._FLOAT_CURVES) == 2 and faster["float"]["test_loss"] != first["float"]["test_loss"]
+    given = training.train(config, Datapath.uniform(16, 10), count_casts=False, data=load_dataset("ik", 0))
+    assert len(training._FLOAT_CURVES) == 2  # data given by the caller: not shared
+    assert given["float"]["test_loss"] == first["float"]["test_loss"]

@@ -128,6 +128,7 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     kernel too (its sums in the kernel's order: the last bits of its curves can differ).
     ``on_done(model)`` is called with the trained fixed-point Model (``train --save-state``).
     """
+    loaded = data is None  # the data set of the config (not one given): float runs can be shared
     data = load_dataset(config.dataset, config.data_seed) if data is None else data
     net = config.network(data)
     params = net.init_params()
@@ -137,38 +138,34 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
     fixed_ar = FixedArithmetic(datapath, np.random.default_rng(config.seed), watch)
     training_rng = fixed_ar.rng
     evaluation_rng = np.random.default_rng([config.seed, EVALUATION_STREAM])
-    models = {"float": net.float_model(datapath, params, backend="numba" if config.backend == "numba" else "auto"),
-              "fixed": Model(net, fixed_ar, params, datapath.momentum is not None,
-                             backend=config.backend)}
-    curves = {name: Curve() for name in models}
+    fixed = Model(net, fixed_ar, params, datapath.momentum is not None, backend=config.backend)
+    # the two networks share nothing: the float one is trained first (or taken from the runs
+    # already done in this process: a sweep's points share it), then the fixed one
+    float_curve = _float_curve(config, datapath, data, net, params, loaded=loaded)
+    curves = {"float": Curve(), "fixed": Curve()}
     fractions: list[dict[str, int]] = []  # dynamic fixed point: every dynamic site's frac per epoch
 
-    def record() -> None:  # evaluations neither feed the observer nor draw STOCH bits of training
-        dynamic = models["fixed"].dynamic_fractions()
+    def record(epoch: int) -> None:  # evaluations neither feed the observer nor draw STOCH bits of training
+        dynamic = fixed.dynamic_fractions()
         if dynamic is not None:
             fractions.append(dynamic.fractions())
         fixed_ar.observer, fixed_ar.rng = None, evaluation_rng
-        for name, model in models.items():
-            train_loss, _ = evaluate(model, data.x_train, data.y_train, data.classes)
-            test_loss, accuracy = evaluate(model, data.x_test, data.y_test, data.classes)
-            curves[name].train_loss.append(train_loss)
-            curves[name].test_loss.append(test_loss)
-            curves[name].test_accuracy.append(accuracy)
+        _record(curves["fixed"], fixed, data)
         fixed_ar.observer, fixed_ar.rng = watch, training_rng
+        for name in ("train_loss", "test_loss", "test_accuracy"):
+            getattr(curves["float"], name).append(getattr(float_curve, name)[epoch])
 
-    record()
+    record(0)
     for epoch in range(1, config.epochs + 1):
-        batches = batch_order(len(data.x_train), config.batch, epoch, config.seed)
-        # the two networks share nothing: each takes the epoch's batches in one call (on the
-        # numba kernel, its steps run in one kernel call: the same integers as step by step)
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
-            models["float"].train_batches(data.x_train, data.y_train, batches)
-        models["fixed"].train_batches(data.x_train, data.y_train, batches)
-        record()
+        # each epoch's batches in one call (on the numba kernel, its steps run in one kernel call:
+        # the same integers as step by step)
+        fixed.train_batches(data.x_train, data.y_train, batch_order(len(data.x_train), config.batch, epoch,
+                                                                     config.seed))
+        record(epoch)
         if progress is not None:
             progress(epoch, _summary(curves, data.classes))
     if on_done is not None:
-        on_done(models["fixed"])
+        on_done(fixed)
     return {
         "config": {**asdict(config), "hidden": list(config.hidden)},
         "network": net.layer_sizes,
@@ -181,9 +178,54 @@ def train(config: TrainConfig, datapath: Datapath, progress: Callable[[int, dict
         "fixed": asdict(curves["fixed"]),
         "final": _summary(curves, data.classes),
         "saturation": None if counter is None else saturation_summary(counter),
-        "fixed_params_sha256": params_sha256(models["fixed"].params),
+        "fixed_params_sha256": params_sha256(fixed.params),
         "dynamic_fractions": fractions or None,
     }
+
+
+#: Float runs done in this process, by what they depend on (``_float_key``): the float network
+#: of a sweep is the same at every point that keeps the learning rate, momentum and relu'(0).
+_FLOAT_CURVES: dict[tuple, Curve] = {}
+FLOAT_CURVES_KEPT = 64
+
+
+def _float_key(config: TrainConfig, datapath: Datapath) -> tuple:
+    """Everything the float network's run depends on: the config (data set, network, schedule,
+    seeds, backend) and the datapath's relu'(0), learning rate and momentum (FloatArithmetic.matching)."""
+    return (config, datapath.relu_grad_at_zero, datapath.learning_rate, datapath.momentum_coefficient,
+            datapath.momentum is not None)
+
+
+def _float_curve(config: TrainConfig, datapath: Datapath, data: Dataset, net: MLP, params: list,
+                 loaded: bool) -> Curve:
+    """The float network's curves over every epoch (index 0: before training), trained on the
+    same batches as the fixed one; reused from this process's earlier runs when ``loaded`` (the
+    data set is the config's own, not one the caller passed)."""
+    key = _float_key(config, datapath) if loaded else None
+    if key is not None and key in _FLOAT_CURVES:
+        return _FLOAT_CURVES[key]
+    model = net.float_model(datapath, params, backend="numba" if config.backend == "numba" else "auto")
+    curve = Curve()
+    _record(curve, model, data)
+    for epoch in range(1, config.epochs + 1):
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging float network shows as inf loss
+            model.train_batches(data.x_train, data.y_train, batch_order(len(data.x_train), config.batch, epoch,
+                                                                         config.seed))
+        _record(curve, model, data)
+    if key is not None:
+        if len(_FLOAT_CURVES) >= FLOAT_CURVES_KEPT:
+            _FLOAT_CURVES.pop(next(iter(_FLOAT_CURVES)))  # the oldest
+        _FLOAT_CURVES[key] = curve
+    return curve
+
+
+def _record(curve: Curve, model: Model, data: Dataset) -> None:
+    """Append a model's loss on the train split and loss and accuracy on the held-out split."""
+    train_loss, _ = evaluate(model, data.x_train, data.y_train, data.classes)
+    test_loss, accuracy = evaluate(model, data.x_test, data.y_test, data.classes)
+    curve.train_loss.append(train_loss)
+    curve.test_loss.append(test_loss)
+    curve.test_accuracy.append(accuracy)
 
 
 def params_sha256(params: list) -> str:
