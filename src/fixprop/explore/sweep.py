@@ -33,6 +33,7 @@ import logging
 import math
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -303,8 +304,13 @@ def _ctrl_c_kept_from_children() -> Any:
 def _run_pool(points: Sequence[dict], workers: int, done: Callable[[dict], None]) -> None:
     """The points on a pool of ``workers`` local processes; on any exception (Ctrl-C) the pending
     points are cancelled and the workers terminated before it propagates."""
-    # spawn, not fork: the caller may hold threads (JAX, PyTorch, BLAS) that fork would copy mid-flight
-    context = multiprocessing.get_context("spawn")
+    # forkserver, not fork: the caller may hold threads (JAX, PyTorch, BLAS) that fork would copy
+    # mid-flight; the server is a fresh process that imports the sweep's modules once (numba
+    # included), and each worker forks from it instead of starting an interpreter and importing
+    # (numba only when this process imported it: FIXPROP_DISABLE_NUMBA=1 must not import it)
+    context = multiprocessing.get_context("forkserver")
+    numba_loaded = "numba" in sys.modules
+    context.set_forkserver_preload(["fixprop.explore.sweep"] + (["fixprop.nn.kernels", "numba"] if numba_loaded else []))
     with _ctrl_c_kept_from_children():  # the pool starts its processes as points are submitted
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
         futures = {pool.submit(run_point, p): p for p in points}
