@@ -59,6 +59,10 @@ assert COUNT_EXACT == len(OP_NAMES)
 #: lo2 <= (a << shift_a) <= hi2, else k3 (raw integers): a chain of comparisons, where_numbers and
 #: dyadic folded into one pass.
 SELECT = 21
+#: A kernel-only operation (table_rows): SELECT's value times ``b << shift_b``: a derivative times the
+#: incoming error in one pass, when nothing else reads the derivative. The constants k1..k3 are
+#: already shifted as the multiply's operand was.
+SELECT_MUL = 22
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero.
 COUNT_NONZERO, COUNT_SATURATED, COUNT_UNDERFLOWED = 0, 1, 2
 
@@ -413,6 +417,18 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 for e in range(R * C):
                     v = z[e] << sa
                     dst[e] = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
+            elif code == SELECT_MUL:  # SELECT times b << shift_b; a, b and out share one layout
+                z = mem[offsets[a]:offsets[a] + R * C]
+                err = mem[offsets[b]:offsets[b] + R * C]
+                dst = mem[o:o + R * C]
+                sa = ops[n, COL_SHIFT_A]
+                sb = ops[n, COL_SHIFT_B]
+                lo1, hi1, lo2, hi2 = ops[n, COL_LO1], ops[n, COL_HI1], ops[n, COL_LO2], ops[n, COL_HI2]
+                k1, k2, k3 = ops[n, COL_K1], ops[n, COL_K2], ops[n, COL_K3]
+                for e in range(R * C):
+                    v = z[e] << sa
+                    d = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
+                    dst[e] = d * (err[e] << sb)
             elif code == COUNT_EXACT:  # a cast that only renames the format: its nonzero values
                 if count:
                     values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
@@ -678,7 +694,28 @@ def table_rows(program, same_layout) -> list:
             params = select(op)
             if params is not None:
                 fused[op.out] = Op(SELECT, op.out, params[0], shift_a=params[1], params=params[2:], fmt=op.fmt)
+    # a SELECT read only by a multiply by a value of its shape and layout: one SELECT_MUL pass
+    for op in ops:
+        if op.code != MUL or op.float_op:
+            continue
+        for sel, shift, other, other_shift in ((op.a, op.shift_a, op.b, op.shift_b), (op.b, op.shift_b, op.a, op.shift_a)):
+            d = fused.get(sel)
+            if (d is None or d.code != SELECT or readers.get(sel) != 1 or other < 0 or program.kinds[other] != "i"
+                    or program.shapes[other] != program.shapes[op.out] or not same_layout(other, op.out)
+                    or not same_layout(sel, op.out) or not 0 <= shift < 64):
+                continue
+            ks = [_wrap64(k << shift) for k in d.params[4:]]  # the kernel's int64 shift of the constants
+            fused[op.out] = Op(SELECT_MUL, op.out, d.a, other, shift_a=d.shift_a, shift_b=other_shift,
+                               params=(*d.params[:4], *ks), fmt=op.fmt)
+            del fused[sel]
+            folded.add(sel)
+            break
     return [fused.get(op.out, op) for op in ops if op.out not in folded]
+
+
+def _wrap64(value: int) -> int:
+    """``value`` modulo 2**64 as a signed int64 (what an int64 shift or product gives)."""
+    return (value + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def _roots(program) -> list[int]:
@@ -857,7 +894,7 @@ class ProgramRunner:
                 table[n, COL_FRAC] = op.params[0]
             elif op.code == MATMUL and op.params:
                 table[n, COL_NARROW] = op.params[0]
-            elif op.code == SELECT:
+            elif op.code in (SELECT, SELECT_MUL):
                 table[n, COL_LO1:COL_LO1 + 7] = op.params
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
