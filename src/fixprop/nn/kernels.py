@@ -337,31 +337,38 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 if o_r == 1 and a_r == 1 and R > 1:  # out and A contiguous along i (the batch): axpy down columns
                     for j in range(C):
                         dst = mem[o + j * o_c:o + j * o_c + R]
-                        dst[:] = 0
-                        k = 0
-                        while k < K:  # two columns of A per pass when there are two: half the passes over dst
-                            bkj = mem[ob + k * b_r + j * b_c]
-                            src = mem[oa + k * a_c:oa + k * a_c + R]
-                            bkj2 = mem[ob + (k + 1) * b_r + j * b_c] if k + 1 < K else np.int64(0)
-                            if bkj2 != 0:
-                                src2 = mem[oa + (k + 1) * a_c:oa + (k + 1) * a_c + R]
-                                if narrow:  # int32 x int32 -> int64: the same products, twice as fast
-                                    b32 = np.int64(np.int32(bkj))
-                                    b32_2 = np.int64(np.int32(bkj2))
+                        # four columns of A per pass over dst (the passes over dst cost more than the
+                        # products); the first pass writes, later ones add. Past K a column is padded:
+                        # column k again, times 0 (an exact integer product).
+                        for k in range(0, K, 4):
+                            ks = (k, min(k + 1, K - 1), min(k + 2, K - 1), min(k + 3, K - 1))
+                            b0 = mem[ob + ks[0] * b_r + j * b_c]
+                            b1 = mem[ob + ks[1] * b_r + j * b_c] if k + 1 < K else np.int64(0)
+                            b2 = mem[ob + ks[2] * b_r + j * b_c] if k + 2 < K else np.int64(0)
+                            b3 = mem[ob + ks[3] * b_r + j * b_c] if k + 3 < K else np.int64(0)
+                            s0 = mem[oa + ks[0] * a_c:oa + ks[0] * a_c + R]
+                            s1 = mem[oa + ks[1] * a_c:oa + ks[1] * a_c + R]
+                            s2 = mem[oa + ks[2] * a_c:oa + ks[2] * a_c + R]
+                            s3 = mem[oa + ks[3] * a_c:oa + ks[3] * a_c + R]
+                            if narrow:  # int32 x int32 -> int64: the same products, faster
+                                c0, c1 = np.int64(np.int32(b0)), np.int64(np.int32(b1))
+                                c2, c3 = np.int64(np.int32(b2)), np.int64(np.int32(b3))
+                                if k == 0:
                                     for i in range(R):
-                                        dst[i] += np.int64(np.int32(src[i])) * b32 + np.int64(np.int32(src2[i])) * b32_2
+                                        dst[i] = (np.int64(np.int32(s0[i])) * c0 + np.int64(np.int32(s1[i])) * c1
+                                                  + np.int64(np.int32(s2[i])) * c2 + np.int64(np.int32(s3[i])) * c3)
                                 else:
                                     for i in range(R):
-                                        dst[i] += src[i] * bkj + src2[i] * bkj2
-                            elif bkj != 0:
-                                if narrow:
-                                    b32 = np.int64(np.int32(bkj))
-                                    for i in range(R):
-                                        dst[i] += np.int64(np.int32(src[i])) * b32
-                                else:
-                                    for i in range(R):
-                                        dst[i] += src[i] * bkj
-                            k += 2
+                                        dst[i] += (np.int64(np.int32(s0[i])) * c0 + np.int64(np.int32(s1[i])) * c1
+                                                   + np.int64(np.int32(s2[i])) * c2 + np.int64(np.int32(s3[i])) * c3)
+                            elif k == 0:
+                                for i in range(R):
+                                    dst[i] = s0[i] * b0 + s1[i] * b1 + s2[i] * b2 + s3[i] * b3
+                            else:
+                                for i in range(R):
+                                    dst[i] += s0[i] * b0 + s1[i] * b1 + s2[i] * b2 + s3[i] * b3
+                        if K == 0:
+                            dst[:] = 0
                 elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
                     for i in range(R):
                         row = mem[oa + i * a_r:oa + i * a_r + K]
