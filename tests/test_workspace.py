@@ -228,3 +228,51 @@ def test_select_mul_shifts_its_operands_as_the_multiply():
     derivative = np.where(v >= 1 << s_z, k1, np.where(v == 0, k2, k3)) << s_k
     assert np.array_equal(mem[2 * size:], derivative * (err << s_err))
     assert K._wrap64((1 << 62) << 3) == 0 and K._wrap64(3 << 62) == -(1 << 62)
+
+
+def _run_rows(ops, shapes, layouts, values):
+    """Run the kernel on a hand-built table: buffers of ``shapes`` laid out as ``layouts`` ("c":
+    column-major, "r": row-major), one after another in ``mem``, holding ``values`` (None: 0).
+    Returns each buffer as a numpy array."""
+    from fixprop.nn import kernels as K
+
+    sizes = [r * c for r, c in shapes]
+    offsets = np.cumsum([0] + sizes[:-1])
+    buffers = np.zeros((6, len(shapes)), dtype=np.int64)
+    buffers[K.BUF_OFFSET] = offsets
+    buffers[K.BUF_ROWS] = [r for r, _ in shapes]
+    buffers[K.BUF_COLS] = [c for _, c in shapes]
+    buffers[K.BUF_RSTRIDE] = [1 if lay == "c" else c for (r, c), lay in zip(shapes, layouts)]
+    buffers[K.BUF_CSTRIDE] = [r if lay == "c" else 1 for (r, c), lay in zip(shapes, layouts)]
+    mem = np.zeros(sum(sizes), dtype=np.int64)
+    for off, (r, c), lay, v in zip(offsets, shapes, layouts, values):
+        if v is not None:
+            mem[off:off + r * c] = (v.T if lay == "c" else v).reshape(-1)
+    kernel = numba_step(NETS["seed"], DATAPATHS["seed"], 1, update=False).runner.kernel
+    none = np.zeros((0, 0), dtype=np.int64)
+    kernel(ops, buffers, mem, np.zeros(0), np.zeros(0, dtype=np.uint64), np.zeros((len(ops), 3), dtype=np.int64),
+           False, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), 1, none, none,
+           np.zeros((0, 0)), np.zeros((0, 0)), 0, 0, np.zeros((0, 2), dtype=np.int64))
+    return [(mem[off:off + r * c].reshape(c, r).T if lay == "c" else mem[off:off + r * c].reshape(r, c))
+            for off, (r, c), lay in zip(offsets, shapes, layouts)]
+
+
+@pytest.mark.parametrize("narrow", [0, 1])
+@pytest.mark.parametrize("layout", ["columns", "dots"])
+@pytest.mark.parametrize("R,K,C", [(1, 1, 1), (2, 3, 1), (3, 1, 5), (5, 7, 6), (7, 9, 3), (9, 4, 8), (300, 5, 7)])
+def test_matmul_blocks_equal_numpy(narrow, layout, R, K, C):
+    """The kernel's matmul loops (four columns of A per pass down the result's columns; blocks of
+    two rows by four columns for dot products), with shapes that leave partial blocks, against
+    numpy's int64 matmul (exact: the sums fit int64). Wide operands use the 64-bit products."""
+    from fixprop.nn import kernels as K_
+
+    rng = np.random.default_rng(R * 100 + K * 10 + C)
+    bound = (1 << 29) if narrow else (1 << 40)  # products up to 2**58: the sums of <= 9 fit int64
+    a = rng.integers(-bound, bound, (R, K))
+    b = rng.integers(-bound if narrow else -(1 << 18), bound if narrow else 1 << 18, (K, C))
+    layouts = ("c", "r", "c") if layout == "columns" else ("r", "c", "r")
+    ops = np.zeros((1, K_.OP_COLUMNS), dtype=np.int64)
+    ops[0, :K_.COL_COND] = (K_.MATMUL, 2, 0, 1, 0, 0)
+    ops[0, K_.COL_NARROW] = narrow
+    out = _run_rows(ops, [(R, K), (K, C), (R, C)], layouts, [a, b, None])[2]
+    assert np.array_equal(out, a @ b)

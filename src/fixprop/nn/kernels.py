@@ -370,18 +370,50 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                         if K == 0:
                             dst[:] = 0
                 elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
-                    for i in range(R):
-                        row = mem[oa + i * a_r:oa + i * a_r + K]
-                        for j in range(C):
-                            column = mem[ob + j * b_c:ob + j * b_c + K]
-                            acc = np.int64(0)
+                    # a block of two rows of A by four columns of B per pass along k: 6 loads for 8
+                    # products (loads bound these loops). Past R or C a row or column is repeated:
+                    # its duplicate sums are the same integers, written twice.
+                    for i in range(0, R, 2):
+                        i1 = min(i + 1, R - 1)
+                        r0 = mem[oa + i * a_r:oa + i * a_r + K]
+                        r1 = mem[oa + i1 * a_r:oa + i1 * a_r + K]
+                        for j in range(0, C, 4):
+                            j1, j2, j3 = min(j + 1, C - 1), min(j + 2, C - 1), min(j + 3, C - 1)
+                            c0 = mem[ob + j * b_c:ob + j * b_c + K]
+                            c1 = mem[ob + j1 * b_c:ob + j1 * b_c + K]
+                            c2 = mem[ob + j2 * b_c:ob + j2 * b_c + K]
+                            c3 = mem[ob + j3 * b_c:ob + j3 * b_c + K]
+                            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.int64(0)
                             if narrow:
                                 for k in range(K):
-                                    acc += np.int64(np.int32(row[k])) * np.int64(np.int32(column[k]))
+                                    x0, x1 = np.int64(np.int32(r0[k])), np.int64(np.int32(r1[k]))
+                                    y0, y1 = np.int64(np.int32(c0[k])), np.int64(np.int32(c1[k]))
+                                    y2, y3 = np.int64(np.int32(c2[k])), np.int64(np.int32(c3[k]))
+                                    s00 += x0 * y0
+                                    s01 += x0 * y1
+                                    s02 += x0 * y2
+                                    s03 += x0 * y3
+                                    s10 += x1 * y0
+                                    s11 += x1 * y1
+                                    s12 += x1 * y2
+                                    s13 += x1 * y3
                             else:
                                 for k in range(K):
-                                    acc += row[k] * column[k]
-                            mem[o + i * o_r + j * o_c] = acc
+                                    x0, x1 = r0[k], r1[k]
+                                    y0, y1, y2, y3 = c0[k], c1[k], c2[k], c3[k]
+                                    s00 += x0 * y0
+                                    s01 += x0 * y1
+                                    s02 += x0 * y2
+                                    s03 += x0 * y3
+                                    s10 += x1 * y0
+                                    s11 += x1 * y1
+                                    s12 += x1 * y2
+                                    s13 += x1 * y3
+                            for ii, t0, t1, t2, t3 in ((i, s00, s01, s02, s03), (i1, s10, s11, s12, s13)):
+                                mem[o + ii * o_r + j * o_c] = t0
+                                mem[o + ii * o_r + j1 * o_c] = t1
+                                mem[o + ii * o_r + j2 * o_c] = t2
+                                mem[o + ii * o_r + j3 * o_c] = t3
                 elif o_c == 1 and b_c == 1:  # out and B contiguous along j (row-major): axpy along rows
                     for i in range(R):
                         dst = mem[o + i * o_r:o + i * o_r + C]
