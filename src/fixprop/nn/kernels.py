@@ -14,7 +14,9 @@ vectorize; parameters and gradients are row-major; a transpose is a view (no cop
 share the workspace: each holds memory only from the operation that writes it to its last reader
 (:func:`workspace_offsets`; inputs, constants and outputs keep their own), so that at a large batch
 the working set stays in cache. A derivative made of comparisons with constants selecting constant
-numbers (ReLU's) is one SELECT row (:func:`table_rows`).
+numbers (ReLU's) is one SELECT row, and one SELECT_MUL row with the multiply by the incoming error
+that reads it (:func:`table_rows`). Matmuls block their loops to save loads: four columns of A per
+pass down a column of the batch; two rows by four columns per dot product along the batch.
 
 Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
 ``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
