@@ -14,10 +14,10 @@ import pytest
 from fixprop import Datapath, FixedConstant, QFormat, RoleCast
 from fixprop.explore.ranges import RangeCollector
 from fixprop.nn import MLP, FixedArithmetic, Model
-from fixprop.nn.program import TRANSPOSE, WHERE, WHERE_NUMBERS
+from fixprop.nn.program import DYADIC, TRANSPOSE, WHERE, WHERE_NUMBERS, trace_program
 
 pytest.importorskip("numba")
-from fixprop.nn.kernels import SELECT, NumbaStep, numba_step, workspace_offsets  # noqa: E402
+from fixprop.nn.kernels import SELECT, SELECT_MUL, NumbaStep, numba_step, workspace_offsets  # noqa: E402
 
 STOCH_CASTS = replace(Datapath.uniform(14, 7), roles={
     **Datapath.uniform(14, 7).roles, "acc": RoleCast(16, 6, True, "STOCH", "SAT"),
@@ -31,7 +31,8 @@ DATAPATHS = {
     "per_layer_wrap": replace(Datapath.uniform(10, 5, rounding="TRN", overflow="WRAP"),
                               layers={1: {"pre": RoleCast(8, 3, False, "RND_CONV", "SAT_ZERO")}}),
 }
-NETS = {"seed": MLP([3, 7, 7, 5], seed=0), "hard_tanh": MLP([3, 6, 4], "hard_tanh", "linear", "mse", seed=2)}
+NETS = {"seed": MLP([3, 7, 7, 5], seed=0), "hard_tanh": MLP([3, 6, 4], "hard_tanh", "linear", "mse", seed=2),
+        "leaky": MLP([3, 7, 6, 5], "leaky_relu:3", "linear", "mse", seed=1)}
 
 
 def _lifetimes(program, ops):
@@ -151,8 +152,10 @@ def test_folded_derivatives_equal_the_stepwise_path(activation, at_zero):
     dp = replace(Datapath.uniform(8, 1, rounding="RND_CONV", overflow="SAT"), relu_grad_at_zero=at_zero)
     net = MLP([3, 6, 6, 4], activation, "linear", "mse", seed=5)
     step = numba_step(net, dp, 700, update=True)
-    selects = sum(op.code == SELECT for op in step.runner.table_ops)
-    assert selects == (0 if activation == "hard_tanh" else 2)  # hard_tanh's condition is an AND: not folded
+    # hard_tanh's condition is an AND: not folded; ReLU's and leaky ReLU's derivatives are each read
+    # only by the multiply by the incoming error: SELECT_MUL rows
+    codes = [op.code for op in step.runner.table_ops]
+    assert codes.count(SELECT_MUL) == (0 if activation == "hard_tanh" else 2) and SELECT not in codes
     ar = FixedArithmetic(dp)
     params = net.params_in(ar, net.init_params())
     rng = np.random.default_rng(6)
@@ -165,3 +168,111 @@ def test_folded_derivatives_equal_the_stepwise_path(activation, at_zero):
     hidden = net.forward(ar, params, x).layers[:-1]
     assert all(np.count_nonzero(layer.pre.raw == 0) > 10 for layer in hidden)  # z = 0 was hit
     assert np.count_nonzero(hidden[0].pre.raw < 0) > 10 and np.count_nonzero(hidden[0].pre.raw > 0) > 10
+
+
+def test_a_derivative_read_elsewhere_stays_a_select():
+    """A derivative that something besides the multiply reads (here: made an output of the
+    program) keeps its own SELECT row and MUL row; the results still equal the stepwise path."""
+    dp, net = DATAPATHS["seed"], NETS["leaky"]
+    traced = trace_program(net, dp, 300, update=False)
+    program = traced.program
+    producer = {op.out: op for op in program.ops}
+    derivative = next(op for op in program.ops if op.code == DYADIC and op.a in producer
+                      and producer[op.a].code == WHERE_NUMBERS)  # the last hidden layer's (traced first)
+    program.outputs.append((derivative.out, derivative.fmt, program.shapes[derivative.out]))
+    step = NumbaStep(traced, numba_step(net, dp, 1, update=False).runner.kernel)
+    codes = [op.code for op in step.runner.table_ops]
+    assert codes.count(SELECT) == 1 and codes.count(SELECT_MUL) == 1
+    ar = FixedArithmetic(dp)
+    params = net.params_in(ar, net.init_params())
+    rng = np.random.default_rng(8)
+    x = ar.data(rng.uniform(-3, 3, (300, 3)), "input")
+    y = ar.data(rng.uniform(-2, 2, (300, 5)), "target")
+    got = step.outputs(params, x, y)
+    want = _stepwise(net, dp, params, x, y, None, None)
+    want = want[:2 * net.n_layers] + [want[-1]]  # update=False: the gradients and the output
+    for i, (g, w) in enumerate(zip(got[:-1], want)):
+        assert g.fmt == w.fmt and np.array_equal(g.raw, w.raw), f"output {i}"
+    z = net.forward(ar, params, x).layers[-2].pre.raw
+    one = 1 << derivative.params[0]  # leaky_relu:3's derivative: 1, 1/8, relu'(0) at 0, as raw integers
+    want_derivative = np.where(z > 0, one, np.where(z < 0, one >> 3, int(dp.relu_grad_at_zero * one)))
+    assert (z < 0).any() and (z > 0).any() and np.array_equal(got[-1].raw, want_derivative)
+
+
+def test_select_mul_shifts_its_operands_as_the_multiply():
+    """SELECT_MUL with shifts on both sides, against numpy: out = select(z << s_z) * (err << s_err),
+    the constants already shifted by the multiply's shift on the derivative (table_rows)."""
+    from fixprop.nn import kernels as K
+
+    rng = np.random.default_rng(9)
+    rows, cols = 37, 3
+    size = rows * cols
+    z = rng.integers(-4, 5, size)
+    err = rng.integers(-(1 << 40), 1 << 40, size)
+    mem = np.concatenate([z, err, np.zeros(size, dtype=np.int64)]).astype(np.int64)
+    buffers = np.zeros((6, 3), dtype=np.int64)
+    buffers[K.BUF_OFFSET] = (0, size, 2 * size)
+    buffers[K.BUF_ROWS], buffers[K.BUF_COLS] = rows, cols
+    buffers[K.BUF_RSTRIDE], buffers[K.BUF_CSTRIDE] = 1, rows
+    ops = np.zeros((1, K.OP_COLUMNS), dtype=np.int64)
+    s_z, s_err, s_k = 2, 5, 7
+    k1, k2, k3 = 3, -1, 2
+    ops[0, :K.COL_COND] = (K.SELECT_MUL, 2, 0, 1, s_z, s_err)
+    ops[0, K.COL_LO1:K.COL_LO1 + 7] = (1 << s_z, K._INT64_MAX, 0, 0, k1 << s_k, k2 << s_k, k3 << s_k)
+    kernel = numba_step(NETS["seed"], DATAPATHS["seed"], 1, update=False).runner.kernel
+    none = np.zeros((0, 0), dtype=np.int64)
+    kernel(ops, buffers, mem, np.zeros(0), np.zeros(0, dtype=np.uint64), np.zeros((1, 3), dtype=np.int64), False,
+           np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), 1, none, none,
+           np.zeros((0, 0)), np.zeros((0, 0)), 0, 0, np.zeros((0, 2), dtype=np.int64))
+    v = z << s_z
+    derivative = np.where(v >= 1 << s_z, k1, np.where(v == 0, k2, k3)) << s_k
+    assert np.array_equal(mem[2 * size:], derivative * (err << s_err))
+    assert K._wrap64((1 << 62) << 3) == 0 and K._wrap64(3 << 62) == -(1 << 62)
+
+
+def _run_rows(ops, shapes, layouts, values):
+    """Run the kernel on a hand-built table: buffers of ``shapes`` laid out as ``layouts`` ("c":
+    column-major, "r": row-major), one after another in ``mem``, holding ``values`` (None: 0).
+    Returns each buffer as a numpy array."""
+    from fixprop.nn import kernels as K
+
+    sizes = [r * c for r, c in shapes]
+    offsets = np.cumsum([0] + sizes[:-1])
+    buffers = np.zeros((6, len(shapes)), dtype=np.int64)
+    buffers[K.BUF_OFFSET] = offsets
+    buffers[K.BUF_ROWS] = [r for r, _ in shapes]
+    buffers[K.BUF_COLS] = [c for _, c in shapes]
+    buffers[K.BUF_RSTRIDE] = [1 if lay == "c" else c for (r, c), lay in zip(shapes, layouts)]
+    buffers[K.BUF_CSTRIDE] = [r if lay == "c" else 1 for (r, c), lay in zip(shapes, layouts)]
+    mem = np.zeros(sum(sizes), dtype=np.int64)
+    for off, (r, c), lay, v in zip(offsets, shapes, layouts, values):
+        if v is not None:
+            mem[off:off + r * c] = (v.T if lay == "c" else v).reshape(-1)
+    kernel = numba_step(NETS["seed"], DATAPATHS["seed"], 1, update=False).runner.kernel
+    none = np.zeros((0, 0), dtype=np.int64)
+    kernel(ops, buffers, mem, np.zeros(0), np.zeros(0, dtype=np.uint64), np.zeros((len(ops), 3), dtype=np.int64),
+           False, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), 1, none, none,
+           np.zeros((0, 0)), np.zeros((0, 0)), 0, 0, np.zeros((0, 2), dtype=np.int64))
+    return [(mem[off:off + r * c].reshape(c, r).T if lay == "c" else mem[off:off + r * c].reshape(r, c))
+            for off, (r, c), lay in zip(offsets, shapes, layouts)]
+
+
+@pytest.mark.parametrize("narrow", [0, 1])
+@pytest.mark.parametrize("layout", ["columns", "dots"])
+@pytest.mark.parametrize("R,K,C", [(1, 1, 1), (2, 3, 1), (3, 1, 5), (5, 7, 6), (7, 9, 3), (9, 4, 8), (300, 5, 7)])
+def test_matmul_blocks_equal_numpy(narrow, layout, R, K, C):
+    """The kernel's matmul loops (four columns of A per pass down the result's columns; blocks of
+    two rows by four columns for dot products), with shapes that leave partial blocks, against
+    numpy's int64 matmul (exact: the sums fit int64). Wide operands use the 64-bit products."""
+    from fixprop.nn import kernels as K_
+
+    rng = np.random.default_rng(R * 100 + K * 10 + C)
+    bound = (1 << 29) if narrow else (1 << 40)  # products up to 2**58: the sums of <= 9 fit int64
+    a = rng.integers(-bound, bound, (R, K))
+    b = rng.integers(-bound if narrow else -(1 << 18), bound if narrow else 1 << 18, (K, C))
+    layouts = ("c", "r", "c") if layout == "columns" else ("r", "c", "r")
+    ops = np.zeros((1, K_.OP_COLUMNS), dtype=np.int64)
+    ops[0, :K_.COL_COND] = (K_.MATMUL, 2, 0, 1, 0, 0)
+    ops[0, K_.COL_NARROW] = narrow
+    out = _run_rows(ops, [(R, K), (K, C), (R, C)], layouts, [a, b, None])[2]
+    assert np.array_equal(out, a @ b)

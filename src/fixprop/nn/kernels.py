@@ -14,7 +14,9 @@ vectorize; parameters and gradients are row-major; a transpose is a view (no cop
 share the workspace: each holds memory only from the operation that writes it to its last reader
 (:func:`workspace_offsets`; inputs, constants and outputs keep their own), so that at a large batch
 the working set stays in cache. A derivative made of comparisons with constants selecting constant
-numbers (ReLU's) is one SELECT row (:func:`table_rows`).
+numbers (ReLU's) is one SELECT row, and one SELECT_MUL row with the multiply by the incoming error
+that reads it (:func:`table_rows`). Matmuls block their loops to save loads: four columns of A per
+pass down a column of the batch; two rows by four columns per dot product along the batch.
 
 Casts (the only rounding): a raw value ``v`` dropping ``s`` bits becomes
 ``floor((v + bias) / 2**s)``, where the bias encodes the mode's rule on the dropped bits (the
@@ -61,6 +63,10 @@ assert COUNT_EXACT == len(OP_NAMES)
 #: lo2 <= (a << shift_a) <= hi2, else k3 (raw integers): a chain of comparisons, where_numbers and
 #: dyadic folded into one pass.
 SELECT = 21
+#: A kernel-only operation (table_rows): SELECT's value times ``b << shift_b``: a derivative times the
+#: incoming error in one pass, when nothing else reads the derivative. The constants k1..k3 are
+#: already shifted as the multiply's operand was.
+SELECT_MUL = 22
 # Columns of the cast counts: values nonzero before the cast, saturated, underflowed to zero;
 # with ranges (a counts table COUNT_COLUMNS_RANGES wide) also the least and the greatest raw value
 # before the cast, and from COUNT_LOG2 on how many nonzero values have bit length 1, 2, ... 63
@@ -374,44 +380,83 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 if o_r == 1 and a_r == 1 and R > 1:  # out and A contiguous along i (the batch): axpy down columns
                     for j in range(C):
                         dst = mem[o + j * o_c:o + j * o_c + R]
-                        dst[:] = 0
-                        k = 0
-                        while k < K:  # two columns of A per pass when there are two: half the passes over dst
-                            bkj = mem[ob + k * b_r + j * b_c]
-                            src = mem[oa + k * a_c:oa + k * a_c + R]
-                            bkj2 = mem[ob + (k + 1) * b_r + j * b_c] if k + 1 < K else np.int64(0)
-                            if bkj2 != 0:
-                                src2 = mem[oa + (k + 1) * a_c:oa + (k + 1) * a_c + R]
-                                if narrow:  # int32 x int32 -> int64: the same products, twice as fast
-                                    b32 = np.int64(np.int32(bkj))
-                                    b32_2 = np.int64(np.int32(bkj2))
+                        # four columns of A per pass over dst (the passes over dst cost more than the
+                        # products); the first pass writes, later ones add. Past K a column is padded:
+                        # column k again, times 0 (an exact integer product).
+                        for k in range(0, K, 4):
+                            ks = (k, min(k + 1, K - 1), min(k + 2, K - 1), min(k + 3, K - 1))
+                            b0 = mem[ob + ks[0] * b_r + j * b_c]
+                            b1 = mem[ob + ks[1] * b_r + j * b_c] if k + 1 < K else np.int64(0)
+                            b2 = mem[ob + ks[2] * b_r + j * b_c] if k + 2 < K else np.int64(0)
+                            b3 = mem[ob + ks[3] * b_r + j * b_c] if k + 3 < K else np.int64(0)
+                            s0 = mem[oa + ks[0] * a_c:oa + ks[0] * a_c + R]
+                            s1 = mem[oa + ks[1] * a_c:oa + ks[1] * a_c + R]
+                            s2 = mem[oa + ks[2] * a_c:oa + ks[2] * a_c + R]
+                            s3 = mem[oa + ks[3] * a_c:oa + ks[3] * a_c + R]
+                            if narrow:  # int32 x int32 -> int64: the same products, faster
+                                c0, c1 = np.int64(np.int32(b0)), np.int64(np.int32(b1))
+                                c2, c3 = np.int64(np.int32(b2)), np.int64(np.int32(b3))
+                                if k == 0:
                                     for i in range(R):
-                                        dst[i] += np.int64(np.int32(src[i])) * b32 + np.int64(np.int32(src2[i])) * b32_2
+                                        dst[i] = (np.int64(np.int32(s0[i])) * c0 + np.int64(np.int32(s1[i])) * c1
+                                                  + np.int64(np.int32(s2[i])) * c2 + np.int64(np.int32(s3[i])) * c3)
                                 else:
                                     for i in range(R):
-                                        dst[i] += src[i] * bkj + src2[i] * bkj2
-                            elif bkj != 0:
-                                if narrow:
-                                    b32 = np.int64(np.int32(bkj))
-                                    for i in range(R):
-                                        dst[i] += np.int64(np.int32(src[i])) * b32
-                                else:
-                                    for i in range(R):
-                                        dst[i] += src[i] * bkj
-                            k += 2
+                                        dst[i] += (np.int64(np.int32(s0[i])) * c0 + np.int64(np.int32(s1[i])) * c1
+                                                   + np.int64(np.int32(s2[i])) * c2 + np.int64(np.int32(s3[i])) * c3)
+                            elif k == 0:
+                                for i in range(R):
+                                    dst[i] = s0[i] * b0 + s1[i] * b1 + s2[i] * b2 + s3[i] * b3
+                            else:
+                                for i in range(R):
+                                    dst[i] += s0[i] * b0 + s1[i] * b1 + s2[i] * b2 + s3[i] * b3
+                        if K == 0:
+                            dst[:] = 0
                 elif a_c == 1 and b_r == 1:  # A and B contiguous along k: dot products
-                    for i in range(R):
-                        row = mem[oa + i * a_r:oa + i * a_r + K]
-                        for j in range(C):
-                            column = mem[ob + j * b_c:ob + j * b_c + K]
-                            acc = np.int64(0)
+                    # a block of two rows of A by four columns of B per pass along k: 6 loads for 8
+                    # products (loads bound these loops). Past R or C a row or column is repeated:
+                    # its duplicate sums are the same integers, written twice.
+                    for i in range(0, R, 2):
+                        i1 = min(i + 1, R - 1)
+                        r0 = mem[oa + i * a_r:oa + i * a_r + K]
+                        r1 = mem[oa + i1 * a_r:oa + i1 * a_r + K]
+                        for j in range(0, C, 4):
+                            j1, j2, j3 = min(j + 1, C - 1), min(j + 2, C - 1), min(j + 3, C - 1)
+                            c0 = mem[ob + j * b_c:ob + j * b_c + K]
+                            c1 = mem[ob + j1 * b_c:ob + j1 * b_c + K]
+                            c2 = mem[ob + j2 * b_c:ob + j2 * b_c + K]
+                            c3 = mem[ob + j3 * b_c:ob + j3 * b_c + K]
+                            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.int64(0)
                             if narrow:
                                 for k in range(K):
-                                    acc += np.int64(np.int32(row[k])) * np.int64(np.int32(column[k]))
+                                    x0, x1 = np.int64(np.int32(r0[k])), np.int64(np.int32(r1[k]))
+                                    y0, y1 = np.int64(np.int32(c0[k])), np.int64(np.int32(c1[k]))
+                                    y2, y3 = np.int64(np.int32(c2[k])), np.int64(np.int32(c3[k]))
+                                    s00 += x0 * y0
+                                    s01 += x0 * y1
+                                    s02 += x0 * y2
+                                    s03 += x0 * y3
+                                    s10 += x1 * y0
+                                    s11 += x1 * y1
+                                    s12 += x1 * y2
+                                    s13 += x1 * y3
                             else:
                                 for k in range(K):
-                                    acc += row[k] * column[k]
-                            mem[o + i * o_r + j * o_c] = acc
+                                    x0, x1 = r0[k], r1[k]
+                                    y0, y1, y2, y3 = c0[k], c1[k], c2[k], c3[k]
+                                    s00 += x0 * y0
+                                    s01 += x0 * y1
+                                    s02 += x0 * y2
+                                    s03 += x0 * y3
+                                    s10 += x1 * y0
+                                    s11 += x1 * y1
+                                    s12 += x1 * y2
+                                    s13 += x1 * y3
+                            for ii, t0, t1, t2, t3 in ((i, s00, s01, s02, s03), (i1, s10, s11, s12, s13)):
+                                mem[o + ii * o_r + j * o_c] = t0
+                                mem[o + ii * o_r + j1 * o_c] = t1
+                                mem[o + ii * o_r + j2 * o_c] = t2
+                                mem[o + ii * o_r + j3 * o_c] = t3
                 elif o_c == 1 and b_c == 1:  # out and B contiguous along j (row-major): axpy along rows
                     for i in range(R):
                         dst = mem[o + i * o_r:o + i * o_r + C]
@@ -454,6 +499,18 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                 for e in range(R * C):
                     v = z[e] << sa
                     dst[e] = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
+            elif code == SELECT_MUL:  # SELECT times b << shift_b; a, b and out share one layout
+                z = mem[offsets[a]:offsets[a] + R * C]
+                err = mem[offsets[b]:offsets[b] + R * C]
+                dst = mem[o:o + R * C]
+                sa = ops[n, COL_SHIFT_A]
+                sb = ops[n, COL_SHIFT_B]
+                lo1, hi1, lo2, hi2 = ops[n, COL_LO1], ops[n, COL_HI1], ops[n, COL_LO2], ops[n, COL_HI2]
+                k1, k2, k3 = ops[n, COL_K1], ops[n, COL_K2], ops[n, COL_K3]
+                for e in range(R * C):
+                    v = z[e] << sa
+                    d = k1 if ((v >= lo1) & (v <= hi1)) else (k2 if ((v >= lo2) & (v <= hi2)) else k3)
+                    dst[e] = d * (err[e] << sb)
             elif code == COUNT_EXACT:  # a cast that only renames the format: its nonzero values
                 if count:
                     values = mem[offsets[a]:offsets[a] + rows[a] * cols[a]]
@@ -719,7 +776,28 @@ def table_rows(program, same_layout) -> list:
             params = select(op)
             if params is not None:
                 fused[op.out] = Op(SELECT, op.out, params[0], shift_a=params[1], params=params[2:], fmt=op.fmt)
+    # a SELECT read only by a multiply by a value of its shape and layout: one SELECT_MUL pass
+    for op in ops:
+        if op.code != MUL or op.float_op:
+            continue
+        for sel, shift, other, other_shift in ((op.a, op.shift_a, op.b, op.shift_b), (op.b, op.shift_b, op.a, op.shift_a)):
+            d = fused.get(sel)
+            if (d is None or d.code != SELECT or readers.get(sel) != 1 or other < 0 or program.kinds[other] != "i"
+                    or program.shapes[other] != program.shapes[op.out] or not same_layout(other, op.out)
+                    or not same_layout(sel, op.out) or not 0 <= shift < 64):
+                continue
+            ks = [_wrap64(k << shift) for k in d.params[4:]]  # the kernel's int64 shift of the constants
+            fused[op.out] = Op(SELECT_MUL, op.out, d.a, other, shift_a=d.shift_a, shift_b=other_shift,
+                               params=(*d.params[:4], *ks), fmt=op.fmt)
+            del fused[sel]
+            folded.add(sel)
+            break
     return [fused.get(op.out, op) for op in ops if op.out not in folded]
+
+
+def _wrap64(value: int) -> int:
+    """``value`` modulo 2**64 as a signed int64 (what an int64 shift or product gives)."""
+    return (value + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def _roots(program) -> list[int]:
@@ -902,7 +980,7 @@ class ProgramRunner:
                 table[n, COL_FRAC] = op.params[0]
             elif op.code == MATMUL and op.params:
                 table[n, COL_NARROW] = op.params[0]
-            elif op.code == SELECT:
+            elif op.code in (SELECT, SELECT_MUL):
                 table[n, COL_LO1:COL_LO1 + 7] = op.params
             elif op.code == CAST:
                 shift, rounding, overflow, lo, hi, word, signed = op.params
