@@ -11,26 +11,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fixprop import Datapath, FixedConstant, QFormat, RoleCast
+from fixprop import Datapath
 from fixprop.explore.ranges import RangeCollector
 from fixprop.nn import MLP, FixedArithmetic, Model
 from fixprop.nn.program import DYADIC, TRANSPOSE, WHERE, WHERE_NUMBERS, trace_program
 
 pytest.importorskip("numba")
 from fixprop.nn.kernels import SELECT, SELECT_MUL, NumbaStep, numba_step, workspace_offsets  # noqa: E402
+from test_train_batches import DATAPATHS as TRAIN_BATCHES_DATAPATHS  # noqa: E402
 
-STOCH_CASTS = replace(Datapath.uniform(14, 7), roles={
-    **Datapath.uniform(14, 7).roles, "acc": RoleCast(16, 6, True, "STOCH", "SAT"),
-    "weight_grad": RoleCast(12, 8, True, "STOCH", "WRAP"), "update": RoleCast(14, 10, True, "STOCH", "SAT")})
-DATAPATHS = {
-    "seed": Datapath.seed(24, 12),
-    "stoch": STOCH_CASTS,
-    "momentum": replace(Datapath.uniform(16, 9, rounding="RND_INF", overflow="SAT_SYM"), lr_shift=None,
-                        lr=FixedConstant(0.05, QFormat(10, 12, False)),
-                        momentum=FixedConstant(0.75, QFormat(8, 8, False))),
-    "per_layer_wrap": replace(Datapath.uniform(10, 5, rounding="TRN", overflow="WRAP"),
-                              layers={1: {"pre": RoleCast(8, 3, False, "RND_CONV", "SAT_ZERO")}}),
-}
+# the datapaths of the multi-step tests, without the one whose data rounds STOCH (it runs step by step)
+DATAPATHS = {name: dp for name, dp in TRAIN_BATCHES_DATAPATHS.items() if name != "stoch_data"}
 NETS = {"seed": MLP([3, 7, 7, 5], seed=0), "hard_tanh": MLP([3, 6, 4], "hard_tanh", "linear", "mse", seed=2),
         "leaky": MLP([3, 7, 6, 5], "leaky_relu:3", "linear", "mse", seed=1)}
 

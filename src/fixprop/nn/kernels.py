@@ -165,23 +165,10 @@ def run_program(ops, buffers, mem, fmem, words, counts, count, outputs, gathered
                     if v != 0:
                         m = -v if v < 0 else v
                         bits = 1
-                        if m >= np.int64(1) << 32:
-                            m >>= 32
-                            bits += 32
-                        if m >= 1 << 16:
-                            m >>= 16
-                            bits += 16
-                        if m >= 1 << 8:
-                            m >>= 8
-                            bits += 8
-                        if m >= 1 << 4:
-                            m >>= 4
-                            bits += 4
-                        if m >= 1 << 2:
-                            m >>= 2
-                            bits += 2
-                        if m >= 2:
-                            bits += 1
+                        for half in (32, 16, 8, 4, 2, 1):
+                            if (m >> half) != 0:
+                                m >>= half
+                                bits += half
                         counts[n, COUNT_LOG2 + bits - 1] += 1
             if ops[n, COL_FLOAT] == 1:  # an operation of a float64 program
                 if code == MATMUL:
