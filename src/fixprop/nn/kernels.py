@@ -916,11 +916,11 @@ class ProgramRunner:
         self.words = np.zeros(sum(size for _, size, _ in self.stochastic), dtype=np.uint64)
         self.counts = np.zeros((len(self.ops), COUNT_COLUMNS), dtype=np.int64)
         self.range_counts = None  # (ops, COUNT_COLUMNS_RANGES), made at the first run with ranges
+        self.last_counts = self.counts  # the table the last counted run filled (its width says which)
         self.input_views = [self.view(buf) for _, buf, _ in program.inputs]
         buffer_of = {name: buf for name, buf, _ in program.inputs}
         self.x_buf, self.y_buf = buffer_of.get("x", 0), buffer_of.get("y", 0)
         self.counted_steps = 1
-        self.counted_ranges = False
         # the FixedArray last written into each input buffer: FixedArrays are immutable, so the
         # same object given again is already in place (float inputs are the caller's numpy
         # arrays, which can change: always written)
@@ -928,10 +928,10 @@ class ProgramRunner:
         self.output_buffers = np.array([buf for buf, _, _ in program.outputs], dtype=np.int64)
         # outputs in an input's format share its QFormat object: the next step's check is `is`
         same = {fmt: fmt for _, _, fmt in program.inputs}
-        self.output_formats = [None if fmt is None else same.get(fmt, fmt) for _, fmt, _ in program.outputs]
+        output_formats = [None if fmt is None else same.get(fmt, fmt) for _, fmt, _ in program.outputs]
         self.output_slices = []  # (float?, start, end, shape, format) in gathered or fgathered
         used = {False: 0, True: 0}
-        for (buf, _, shape), fmt in zip(program.outputs, self.output_formats):
+        for (buf, _, shape), fmt in zip(program.outputs, output_formats):
             kind = bool(self.is_float[buf])
             # shape None: a 1-D output, the slice itself (no reshape)
             self.output_slices.append((kind, used[kind], used[kind] + sizes[buf], shape if len(shape) != 1 else None,
@@ -1009,10 +1009,11 @@ class ProgramRunner:
         sizes = self.rows * self.cols
         rows = [(n, op.role, op.layer, op.fmt, int(sizes[op.a]), op.fmt.frac + op.params[0]) for n, op in self.cast_rows]
         rows += [(n, role, layer, fmt, int(sizes[buf]), fmt.frac) for n, role, layer, buf, fmt in self.exact_rows]
+        ranges = self.last_counts.shape[1] > COUNT_MIN  # the kernel's test
         for n, role, layer, fmt, size, source_frac in rows:
-            counts = self.counts[n] if not self.counted_ranges else self.range_counts[n]
+            counts = self.last_counts[n]
             nonzero, saturated, underflowed = (int(c) for c in counts[:COUNT_MIN])
-            if not self.counted_ranges:
+            if not ranges:
                 counter.add_counts(role, layer, fmt, size * self.counted_steps, nonzero, saturated, underflowed)
                 continue
             scale = Fraction(2) ** -source_frac  # the raw values before the cast, in units of 2**-source_frac
@@ -1089,7 +1090,8 @@ class ProgramRunner:
         elif count:
             counts[:] = 0
         self.counted_steps = n_steps
-        self.counted_ranges = bool(count and ranges)
+        if count:
+            self.last_counts = counts
         data = _NO_STEP_DATA
         if x_data is not None and self.is_float[self.x_buf]:
             data = (_NO_DATA, _NO_DATA, np.ascontiguousarray(x_data, dtype=np.float64),
