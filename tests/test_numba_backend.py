@@ -463,6 +463,37 @@ def test_model_backends_train_to_the_same_integers(backend):
     assert engine == {"numpy": "CompiledStep", "numba": "NumbaStep", "auto": "NumbaStep"}[backend]
 
 
+def test_kernel_outputs_are_made_when_first_used_and_stay_independent_of_later_calls():
+    """A kernel step's results are FixedArrays whose views are made at their first use: each
+    accessor, used first on a fresh result, gives the values of an independently computed
+    (stepwise) result, and a later call does not change an earlier call's results."""
+    net = MLP([3, 4, 2], init="he", seed=3)
+    model = net.fixed_model(Datapath.seed(16, 8), backend="numba")
+    ar = model.arithmetic
+    rng = np.random.default_rng(1)
+    x, y = ar.data(rng.uniform(-1, 1, (2, 3)), "input"), ar.data(rng.uniform(-1, 1, (2, 2)), "target")
+    stepwise = [(g.weight_grad, g.bias_grad) for g in net.backward(ar, model.params, net.forward(ar, model.params, x), y)]
+    want = [v for pair in stepwise for v in pair]
+    accessors = {
+        "raw": lambda a, e: np.array_equal(a.raw, e.raw) and not a.raw.flags.writeable,
+        "shape": lambda a, e: a.shape == e.shape and a.ndim == e.ndim and a.size == e.size and len(a) == len(e),
+        "dtype": lambda a, e: a.dtype == np.int64 and a.fmt == e.fmt,
+        "to_float": lambda a, e: np.array_equal(a.to_float(), e.to_float()),
+        "T": lambda a, e: np.array_equal(a.T.raw, np.asarray(e.raw).T),
+        "<<": lambda a, e: np.array_equal((a << 2).raw, e.raw) and (a << 2).fmt.frac == e.fmt.frac - 2,
+        "index": lambda a, e: a[0].identical(e[0]),
+        "arithmetic": lambda a, e: (a + a).identical(e + e),
+        "identical": lambda a, e: a.identical(e),
+    }
+    for name, check in accessors.items():
+        first = [v for pair in model.weight_gradients(x, y) for v in pair]
+        assert type(model._steps[(2, False, False)]) is NumbaStep
+        other = ar.data(rng.uniform(-1, 1, (2, 3)), "input"), ar.data(rng.uniform(-1, 1, (2, 2)), "target")
+        model.weight_gradients(*other)  # overwrites the kernel's workspace, not the results above
+        for got, expected in zip(first, want, strict=True):
+            assert check(got, expected), name
+
+
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend must be one of auto, numpy, numba"):
         MLP([2, 2]).fixed_model(Datapath.uniform(8, 4), backend="cuda")

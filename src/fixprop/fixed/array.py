@@ -98,7 +98,9 @@ class FixedArray:
             format; an :class:`Overflow` mode brings them into range instead.
     """
 
-    __slots__ = ("_ints", "_fmt", "_float_cache", "_max_abs_cache", "_sq_cache")
+    # _pending: (flat int64 array, start, end, shape or None) of a compiled step's output whose
+    # ``_ints`` view is made at its first use (``_settle``); None once made, and for every other array
+    __slots__ = ("_ints", "_fmt", "_float_cache", "_max_abs_cache", "_sq_cache", "_pending")
     __array_ufunc__ = None  # numpy operators defer to FixedArray: no silent float conversion
     __hash__ = None  # elementwise == makes FixedArray unhashable, like numpy arrays
 
@@ -107,7 +109,7 @@ class FixedArray:
         ints = _int_array(raw)
         if overflow is not None:
             overflow = Overflow.parse(overflow)
-        self._float_cache = self._max_abs_cache = self._sq_cache = None
+        self._float_cache = self._max_abs_cache = self._sq_cache = self._pending = None
         in_range = _int64_in_range(ints, fmt, overflow)
         if in_range is not None:  # every value already in range: no overflow mode changes any
             stored, self._max_abs_cache = ints, in_range
@@ -124,7 +126,7 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = _frozen(q.to_storage(np.asarray(raw), fmt))
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = out._sq_cache = None
+        out._float_cache = out._max_abs_cache = out._sq_cache = out._pending = None
         return out
 
     @classmethod
@@ -134,8 +136,26 @@ class FixedArray:
         out = object.__new__(cls)
         out._ints = raw
         out._fmt = fmt
-        out._float_cache = out._max_abs_cache = out._sq_cache = None
+        out._float_cache = out._max_abs_cache = out._sq_cache = out._pending = None
         return out
+
+    @classmethod
+    def _trusted_int64_slice(cls, flat: np.ndarray, start: int, end: int, shape: tuple[int, ...] | None,
+                             fmt: QFormat) -> "FixedArray":
+        """``_trusted_int64(flat[start:end].reshape(shape), fmt)`` (``shape`` None: the 1-D slice),
+        with the view made at the array's first use: a compiled step returns every result this way,
+        and a caller that reads few of them does not pay for the others' views."""
+        out = object.__new__(cls)
+        out._ints = out._float_cache = out._max_abs_cache = out._sq_cache = None
+        out._fmt = fmt
+        out._pending = (flat, start, end, shape)
+        return out
+
+    def _settle(self) -> None:
+        """Make the pending view of ``_trusted_int64_slice`` (called before ``_ints`` is read)."""
+        flat, start, end, shape = self._pending
+        self._ints = flat[start:end] if shape is None else flat[start:end].reshape(shape)
+        self._pending = None
 
     @classmethod
     def _trusted_float(cls, values: np.ndarray, fmt: QFormat) -> "FixedArray":
@@ -145,7 +165,7 @@ class FixedArray:
         out._ints = None
         out._fmt = fmt
         out._float_cache = _frozen(values)
-        out._max_abs_cache = out._sq_cache = None
+        out._max_abs_cache = out._sq_cache = out._pending = None
         return out
 
     def _view(self, ints: np.ndarray | None, floats: np.ndarray | None, same_elements: bool) -> "FixedArray":
@@ -154,16 +174,20 @@ class FixedArray:
         out = object.__new__(FixedArray)
         out._ints, out._fmt, out._float_cache = ints, self._fmt, floats
         out._max_abs_cache = self._max_abs_cache if same_elements else None
-        out._sq_cache = None
+        out._sq_cache = out._pending = None
         return out
 
     def _storage(self) -> np.ndarray:
         """Whichever array is present (for shapes): the ints, else the exact float copy."""
+        if self._pending is not None:
+            self._settle()
         return self._ints if self._ints is not None else self._float_cache
 
     def _float64(self) -> np.ndarray | None:
         """raw as float64 (cached; exact) when every value of the format is below 2**53, else None."""
         if self._float_cache is None and self._fmt.word <= q.FLOAT64_SIGNIFICAND_BITS:
+            if self._pending is not None:
+                self._settle()
             cached = self._ints.astype(np.float64)
             cached.flags.writeable = False
             self._float_cache = cached
@@ -236,7 +260,11 @@ class FixedArray:
     @property
     def raw(self) -> np.ndarray:
         """The raw integers (read-only; int64, or object of Python ints for wide formats)."""
-        if self._ints is None:  # held as an exact float64 copy so far
+        if self._ints is None:
+            if self._pending is not None:
+                self._settle()
+                return self._ints
+            # held as an exact float64 copy so far
             self._ints = _frozen(q.to_storage(self._float_cache.astype(np.int64), self._fmt))
         return self._ints
 
@@ -272,6 +300,8 @@ class FixedArray:
             yield self[i]
 
     def _map(self, op: Callable[[np.ndarray], np.ndarray], same_elements: bool) -> "FixedArray":
+        if self._pending is not None:
+            self._settle()
         ints, floats = self._ints, self._float_cache
         return self._view(None if ints is None else op(ints), None if floats is None else op(floats), same_elements)
 
@@ -297,6 +327,8 @@ class FixedArray:
     def to_float(self) -> np.ndarray:
         """Values as float64 (each rounded to the nearest float64; for display and comparison)."""
         frac = self._fmt.frac
+        if self._pending is not None:
+            self._settle()
         if self._float_cache is not None:
             return np.ldexp(self._float_cache, -frac)
         if self._ints.dtype == np.int64:
@@ -378,6 +410,7 @@ class FixedArray:
     def __lshift__(self, n: int) -> "FixedArray":
         """Multiply by ``2**n`` exactly: same raw integers, ``frac - n`` (as APyTypes ``<<``)."""
         n = _shift_amount(n)
+        self._storage()  # a pending view made
         out = self._view(self._ints, self._float_cache, same_elements=True)
         out._fmt = QFormat(self._fmt.word, self._fmt.frac - n, self._fmt.signed)
         return out

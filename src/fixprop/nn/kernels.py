@@ -1078,7 +1078,8 @@ class ProgramRunner:
 
     def _call(self, n_steps, words, x_data, y_data, feedback, count, ranges=False) -> list:
         """Run the kernel; the outputs as FixedArrays in their formats over read-only int64
-        views of one new array (a float program's: read-only float64 arrays)."""
+        views of one new array, each view made at the array's first use (a float program's:
+        read-only float64 arrays)."""
         counts = self.counts
         if count and ranges:
             if self.range_counts is None:
@@ -1109,9 +1110,9 @@ class ProgramRunner:
             gathered.flags.writeable = False
         if self.fgathered_size:
             fgathered.flags.writeable = False
-        wrap = FixedArray._trusted_int64
-        return [(wrap(gathered[start:end] if shape is None else gathered[start:end].reshape(shape), fmt)
-                 if fmt is not None else (fgathered if kind else gathered)[start:end].reshape(shape or (-1,)))
+        wrap = FixedArray._trusted_int64_slice  # each view made when the array is first used
+        return [wrap(gathered, start, end, shape, fmt)
+                if fmt is not None else (fgathered if kind else gathered)[start:end].reshape(shape or (-1,))
                 for kind, start, end, shape, fmt in self.output_slices]
 
 
