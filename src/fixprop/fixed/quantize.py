@@ -130,6 +130,26 @@ def random_words(rng: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(rng.random_words(shape), dtype=np.uint64)
 
 
+class DrawnWords:
+    """A STOCH source handing out words already drawn from a Generator's stream, in order
+    (``random_words``), for quantizations that draw exactly one word per element
+    (:func:`stochastic_words_one_each`): they then round as on the Generator itself."""
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words = np.ascontiguousarray(words, dtype=np.uint64).reshape(-1)
+        self.used = 0
+
+    def random_words(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The next ``prod(shape)`` words, row-major."""
+        count = int(np.prod(shape, dtype=np.int64))
+        if self.used + count > self.words.size:
+            raise ModeError(f"fixprop internal error: {self.words.size} words were drawn ahead, "
+                            f"{self.used + count} are asked for")
+        out = self.words[self.used:self.used + count].reshape(shape)
+        self.used += count
+        return out
+
+
 def round_shift_right(raw: np.ndarray, shift, rounding: Rounding, rng: np.random.Generator | None = None):
     """Exact ``raw / 2**shift`` rounded to an integer by ``rounding``.
 
@@ -339,6 +359,17 @@ def float_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.ldexp(significand, FLOAT64_SIGNIFICAND_BITS).astype(np.int64)
     e = exponent.astype(np.int64) - FLOAT64_SIGNIFICAND_BITS
     return m, e
+
+
+def stochastic_words_one_each(x: np.ndarray, dst: QFormat) -> bool:
+    """True when quantizing the finite float64 array ``x`` into ``dst`` with ``STOCH``
+    (:func:`quantize_float`) draws exactly one word per element, in row-major order: no element
+    drops more than 64 bits (``x == 0`` or ``|x| >= 2**(-12 - dst.frac)``), so no tie can draw
+    another (:func:`stochastic_round_up`). The words can then be drawn ahead, for many arrays at once."""
+    if not x.size:
+        return True
+    _, e = float_parts(x)
+    return int(np.max(-(e + dst.frac))) <= STOCH_WORD_BITS
 
 
 def _check_finite(x: np.ndarray) -> None:

@@ -159,15 +159,18 @@ class FixedArithmetic(OneCastPerSum):
         self.relu_grad_at_zero = datapath.relu_grad_at_zero
         self.observer = observer
 
-    def data(self, x: Any, role: str, layer: int | None = None) -> FixedArray:
-        """Quantize real data (floats) into the role's format, or cast a FixedArray into it."""
+    def data(self, x: Any, role: str, layer: int | None = None, rng: Any = None) -> FixedArray:
+        """Quantize real data (floats) into the role's format, or cast a FixedArray into it.
+        ``rng``: where this quantization's STOCH words come from instead of the arithmetic's
+        generator (words drawn ahead of time: ``Model.train_batches``)."""
         spec = self.datapath.cast_for(role, layer)
         if isinstance(x, FixedArray):
             if x.fmt == spec.fmt:  # already quantized into this role (Model.train_step did): no cast
                 return x
             return self.cast(x, role, layer)
         exact = np.asarray(real_array(x, role), dtype=np.float64)
-        result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, self.rng)
+        rng = self.rng if rng is None else rng
+        result = FixedArray.from_float(exact, spec.fmt, spec.rounding, spec.overflow, rng)
         if self.observer is not None:
             self.observer(role, layer, exact, result, spec)
         return result

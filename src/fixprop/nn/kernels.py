@@ -1048,13 +1048,14 @@ class ProgramRunner:
         return self._call(1, self.words, None, None, _NO_FEEDBACK, count, ranges)
 
     def run_steps(self, raws: list[np.ndarray], x_data: np.ndarray, y_data: np.ndarray, feedback: np.ndarray,
-                  rng=None, count: bool = False, ranges: bool = False) -> list[np.ndarray]:
+                  rng=None, count: bool = False, ranges: bool = False, drawn: np.ndarray | None = None) -> list:
         """``len(x_data) // batch`` steps: ``raws`` are the inputs other than x and y (in
         ``program.inputs`` order), step s trains on rows [s*batch, (s+1)*batch) of ``x_data``
         and ``y_data`` (int64 raws in the input and target roles) and ``feedback`` (output
         buffer, input buffer) pairs carry the new parameters to the next step. STOCH words come
         from a numpy Generator, every step's after the previous one's, as step-by-step calls
-        draw them. Returns the last step's outputs (as :meth:`run`)."""
+        draw them (``drawn``: those words already drawn, (steps, words per step) in that order).
+        Returns the last step's outputs (as :meth:`run`)."""
         batch = int(self.rows[self.x_buf])
         n_steps = len(x_data) // batch
         self.loaded = [None] * len(self.input_views)  # the steps overwrite the inputs
@@ -1062,11 +1063,17 @@ class ProgramRunner:
             view[...] = raw
         words = self.words
         if self.stochastic:
-            if not isinstance(rng, np.random.Generator):
-                raise ModeError("run_steps draws STOCH words from a numpy Generator (an LFSR source "
-                                "draws per step: call run once per step)")
             per_step = self.words.size
-            drawn = q.random_words(rng, (n_steps * per_step,)).reshape(n_steps, per_step)
+            if drawn is None:
+                if not isinstance(rng, np.random.Generator):
+                    raise ModeError("run_steps draws STOCH words from a numpy Generator (an LFSR source "
+                                    "draws per step: call run once per step)")
+                drawn = q.random_words(rng, (n_steps * per_step,)).reshape(n_steps, per_step)
+            elif drawn.shape != (n_steps, per_step) or drawn.dtype != np.uint64:
+                raise ValueError(f"run_steps needs drawn words of shape {(n_steps, per_step)} (uint64); "
+                                 f"got {drawn.shape} ({drawn.dtype})")
+            else:
+                drawn = drawn.copy()  # put into the buffers' memory order below
             start = 0
             for rows, size, colmajor in self.stochastic:
                 if colmajor:  # each step's words of this cast, into its buffer's memory order
@@ -1139,6 +1146,7 @@ class NumbaStep:
         self.input_names = [name for name, _, _ in step.program.inputs]
         self.input_formats = [fmt for _, _, fmt in step.program.inputs]
         self.uses_rng = bool(self.runner.stochastic)
+        self.words_per_step = int(self.runner.words.size)  # STOCH words one step draws
         # train_steps: the updated parameters (outputs 2n.., velocities 4n..) feed the next step's inputs
         n = self.net.n_layers
         program = step.program
@@ -1197,11 +1205,13 @@ class NumbaStep:
             return [np.asarray(v, dtype=np.float64) for v in values]
         return [v.raw for v in values]
 
-    def train_steps(self, params, x, y, velocity=None, rng=None, counter=None):
+    def train_steps(self, params, x, y, velocity=None, rng=None, counter=None, drawn=None):
         """SGD steps on consecutive batches of ``x`` and ``y`` (FixedArrays in the input and target
         roles, ``k * batch`` rows: step s on rows [s*batch, (s+1)*batch)) in one kernel call: the
         integers ``train_step`` gives step after step. Returns (new params, new velocity or None,
-        the last step's output before its update). STOCH words come from a numpy Generator."""
+        the last step's output before its update). STOCH words come from a numpy Generator, or are
+        given already drawn (``drawn``: (steps, ``words_per_step``) uint64, each step's in the order
+        ``train_step`` draws them)."""
         if not self.update:
             raise ValueError("this step was traced without update=True")
         batch = int(self.runner.rows[self.runner.x_buf])
@@ -1209,12 +1219,12 @@ class NumbaStep:
             raise ValueError(f"train_steps needs x and y of k * {batch} rows; got {x.shape[0]} and {y.shape[0]}")
         values = self._values(params, velocity)
         self._check_formats(values + [x, y])
-        if self.uses_rng and not isinstance(rng, np.random.Generator):
+        if self.uses_rng and drawn is None and not isinstance(rng, np.random.Generator):
             raise ModeError("this datapath rounds stochastically: train_steps needs rng=numpy.random.Generator "
                             "(an LFSR source draws per step: call train_step once per step)")
         x_raw, y_raw = self._raws([x, y])
         out = self.runner.run_steps(self._raws(values), x_raw, y_raw, self.feedback, rng, count=counter is not None,
-                                    ranges=_wants_ranges(counter))
+                                    ranges=_wants_ranges(counter), drawn=drawn)
         if counter is not None:
             self.runner.report_counts(counter)
         n = self.net.n_layers

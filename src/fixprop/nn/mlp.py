@@ -16,6 +16,7 @@ import numpy as np
 
 from fixprop.datapath import Datapath
 from fixprop.errors import ConfigError, NonFiniteError, NotInRoleFormat, ShapeError
+from fixprop.fixed import quantize as q
 from fixprop.fixed.array import FixedArray
 from fixprop.nn.activations import Activation, get_activation
 from fixprop.nn.arithmetic import FixedArithmetic, FloatArithmetic, real_array
@@ -452,15 +453,24 @@ class Model:
                     self.train_step(x[rows], y[rows])
             else:
                 rows = np.concatenate(batches[start:end])
-                x_q, y_q = self._data(x[rows], y[rows])
                 step = self._compiled(size, update=True)
-                try:
+                in_role_formats = step.accepts(self.params, self.velocity)
+                run_data = self._run_data(x[rows], y[rows], end - start, step) if in_role_formats else None
+                if run_data is not None:
+                    x_q, y_q, drawn = run_data
                     self.params, self.velocity, _ = step.train_steps(
-                        self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None), **self._counting())
-                except NotInRoleFormat:  # parameters in other formats: step by step, as given, on
-                    for k in range(end - start):  # the data already quantized (cast once, counted once)
+                        self.params, x_q, y_q, self.velocity, getattr(self.arithmetic, "rng", None), **self._counting(),
+                        drawn=drawn)
+                elif not in_role_formats and not any(self._data_draws(x, y)):
+                    # parameters in other formats: step by step, as given, on the data quantized once
+                    # (cast once, counted once)
+                    x_q, y_q = self._data(x[rows], y[rows])
+                    for k in range(end - start):
                         one = slice(k * size, (k + 1) * size)
                         self.train_step(x_q[one], y_q[one])
+                else:  # data rounding STOCH, drawn between the steps' own words: step by step
+                    for rows in batches[start:end]:
+                        self.train_step(x[rows], y[rows])
             start = end
 
     def _samples(self, values: Any, name: str) -> Any:
@@ -479,9 +489,8 @@ class Model:
 
     def _steps_in_one_call(self, batch: int) -> bool:
         """True when batches of this size can run several steps in one numba kernel call: the
-        numba step is in use, the input and target roles round deterministically (quantizing all
-        batches at once draws nothing), and STOCH words (if any) come from a numpy Generator."""
-        from fixprop.fixed.modes import Rounding
+        numba step is in use, the fractions stay put, and STOCH words (if any) come from a numpy
+        Generator (drawn ahead, in the order a loop of train_step draws them)."""
         from fixprop.nn.kernels import NumbaStep
 
         datapath = getattr(self.arithmetic, "datapath", None)
@@ -489,12 +498,55 @@ class Model:
             return False
         if not isinstance(self._compiled(batch, update=True), NumbaStep):
             return False
-        if datapath is None:  # the float network: nothing is quantized or drawn
-            return True
-        if any(datapath.cast_for(role, None).rounding is Rounding.STOCH for role in ("input", "target")):
-            return False
         rng = getattr(self.arithmetic, "rng", None)
-        return rng is None or isinstance(rng, np.random.Generator)
+        return datapath is None or rng is None or isinstance(rng, np.random.Generator)
+
+    def _data_draws(self, x: Any, y: Any) -> list[bool]:
+        """For x and y: whether quantizing it into the input / target role draws STOCH words."""
+        from fixprop.fixed.modes import Rounding
+
+        datapath = getattr(self.arithmetic, "datapath", None)
+        if datapath is None:
+            return [False, False]
+        draws = []
+        for values, role in ((x, "input"), (y, "target")):
+            cast = datapath.cast_for(role, None)
+            in_role = isinstance(values, FixedArray) and (values.fmt == cast.fmt)
+            draws.append(cast.rounding is Rounding.STOCH and not in_role)
+        return draws
+
+    def _run_data(self, x: Any, y: Any, n_steps: int, step: Any) -> tuple[Any, Any, np.ndarray | None] | None:
+        """``x`` and ``y`` of ``n_steps`` consecutive batches of one size in the input and target
+        roles, and the steps' STOCH words ((steps, words per step), or None when they draw none).
+        Data rounding STOCH draws its words from the arithmetic's Generator in the order a loop of
+        ``train_step`` would: step by step, x's words, y's, then the step's own. That needs one
+        word per element (:func:`~fixprop.fixed.quantize.stochastic_words_one_each`) from float
+        data; otherwise None (nothing drawn): a loop of ``train_step`` must run them."""
+        ar = self.arithmetic
+        draws = self._data_draws(x, y)
+        rng = getattr(ar, "rng", None)
+        if not any(draws):  # the steps draw their words themselves
+            x_q, y_q = self._data(x, y)
+            return x_q, y_q, None
+        if not isinstance(rng, np.random.Generator):
+            return None
+        roles = (("input", x), ("target", y))
+        if any(draw and (isinstance(values, FixedArray)
+                         or not q.stochastic_words_one_each(values, ar.datapath.cast_for(role, None).fmt))
+               for draw, (role, values) in zip(draws, roles)):
+            return None
+        widths = [values.size // n_steps if draw else 0 for draw, (_, values) in zip(draws, roles)]
+        per_step = sum(widths) + step.words_per_step
+        words = q.random_words(rng, (n_steps * per_step,)).reshape(n_steps, per_step)
+        data, start = [], 0
+        for width, (role, values) in zip(widths, roles):
+            source = q.DrawnWords(words[:, start:start + width]) if width else None
+            data.append(ar.data(values, role, rng=source))
+            if source is not None and source.used != source.words.size:
+                raise AssertionError(f"fixprop internal error: quantizing the {role} data drew {source.used} of "
+                                     f"{source.words.size} words")
+            start += width
+        return data[0], data[1], words[:, start:] if step.uses_rng else None
 
     def _data(self, x: Any, y: Any) -> tuple[Any, Any]:
         """x and y in the input and target roles (quantized once), as 2-D batches."""
