@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every figure and table of docs/results.md (about six minutes on 2 cores: sections 1-4 about two, section 5 about four).
+# Reproduces every figure and table of docs/results.md (about five minutes on 2 cores: sections 1-4 about half a minute, section 5 about four).
 # Run from the repository root after: pip install ".[plot,dask,digits]"
 set -euo pipefail
 out=docs/results

@@ -435,7 +435,8 @@ class Model:
         order: the integers of ``for rows in batches: self.train_step(x[rows], y[rows])``. On
         the numba kernel, consecutive batches of one size run in one kernel call (their data
         quantized into the input and target roles once: an observer sees one data cast per run
-        of batches instead of one per batch, the same counts). ``x`` (samples, n_in) and ``y``
+        of batches instead of one per batch, the same counts; data rounding STOCH takes words
+        drawn ahead in the loop's order, see ``_run_data``). ``x`` (samples, n_in) and ``y``
         (samples, n_out) are real numbers or FixedArrays; they and ``batches`` are checked
         before any step, so bad input leaves the model as it was."""
         x, y = self._samples(x, "x"), self._samples(y, "y")
