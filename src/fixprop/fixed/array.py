@@ -152,10 +152,31 @@ class FixedArray:
         return out
 
     def _settle(self) -> None:
-        """Make the pending view of ``_trusted_int64_slice`` (called before ``_ints`` is read)."""
-        flat, start, end, shape = self._pending
-        self._ints = flat[start:end] if shape is None else flat[start:end].reshape(shape)
-        self._pending = None
+        """Make the pending view of ``_trusted_int64_slice`` (called before ``_ints`` is read).
+        Safe when threads race to read a fresh result: ``_ints`` is set before ``_pending`` is
+        cleared, and a thread that finds nothing pending finds ``_ints`` set."""
+        pending = self._pending
+        if pending is not None:
+            flat, start, end, shape = pending
+            self._ints = flat[start:end] if shape is None else flat[start:end].reshape(shape)
+            self._pending = None
+
+    def __getstate__(self) -> dict:
+        """What pickle and copy keep: this array's raw integers (a pending result's own view,
+        not the buffer it shares with the other results of its call) and its format."""
+        return {"raw": self.raw, "fmt": self._fmt}
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore :meth:`__getstate__`'s state, read-only; also the slot state pickled by
+        fixprop before 2026-12-04, ``(None, {slot: value})``."""
+        if isinstance(state, tuple):  # the default state of a class with __slots__
+            slots = state[1]
+            fmt, ints, floats = slots["_fmt"], slots.get("_ints"), slots.get("_float_cache")
+            raw = ints if ints is not None else q.to_storage(np.asarray(floats).astype(np.int64), fmt)
+            state = {"raw": raw, "fmt": fmt}
+        self._ints = _frozen(np.asarray(state["raw"]))
+        self._fmt = state["fmt"]
+        self._float_cache = self._max_abs_cache = self._sq_cache = self._pending = None
 
     @classmethod
     def _trusted_float(cls, values: np.ndarray, fmt: QFormat) -> "FixedArray":
@@ -261,8 +282,8 @@ class FixedArray:
     def raw(self) -> np.ndarray:
         """The raw integers (read-only; int64, or object of Python ints for wide formats)."""
         if self._ints is None:
-            if self._pending is not None:
-                self._settle()
+            self._settle()  # a pending view (sets _ints)
+            if self._ints is not None:
                 return self._ints
             # held as an exact float64 copy so far
             self._ints = _frozen(q.to_storage(self._float_cache.astype(np.int64), self._fmt))
