@@ -53,6 +53,20 @@ def _assert_same_state(fast, slow):
             assert np.array_equal(p.weight.raw, q.weight.raw) and np.array_equal(p.bias.raw, q.bias.raw)
 
 
+def _batches_equal_a_loop(fast, slow, x, y, batches, monkeypatch) -> int:
+    """Train ``fast`` by ``train_batches`` and ``slow`` by a loop of ``train_step``; assert the
+    same parameters, velocities and generator state; return how many kernel calls ran batches."""
+    calls = []
+    original = NumbaStep.train_steps
+    monkeypatch.setattr(NumbaStep, "train_steps", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    fast.train_batches(x, y, batches)
+    for rows in batches:
+        slow.train_step(x[rows], y[rows])
+    _assert_same_state(fast, slow)
+    assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
+    return len(calls)
+
+
 @pytest.mark.parametrize("name", sorted(DATAPATHS))
 @pytest.mark.parametrize("counting", [False, True])
 def test_train_batches_equals_a_loop_of_train_steps(name, counting, monkeypatch):
@@ -64,19 +78,11 @@ def test_train_batches_equals_a_loop_of_train_steps(name, counting, monkeypatch)
     batches = ([order[i:i + 8] for i in range(0, 32, 8)] + [order[64:67], order[67:70]]
                + [order[i:i + 8] for i in range(32, 64, 8)] + [order[0:3], order[5:8]])
     fast, slow = _models(dp, lambda: np.random.default_rng(5), counting)
-    calls = []
-    original = NumbaStep.train_steps
-    monkeypatch.setattr(NumbaStep, "train_steps", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    fast.train_batches(x, y, batches)
-    for rows in batches:
-        slow.train_step(x[rows], y[rows])
-    _assert_same_state(fast, slow)
-    assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
+    kernel_calls = _batches_equal_a_loop(fast, slow, x, y, batches, monkeypatch)
     if counting:
         mine, theirs = fast.arithmetic.observer.to_json(), slow.arithmetic.observer.to_json()
         assert mine == theirs and sum(s["count"] for s in mine) > 0
-    # one call per run of equal sizes
-    assert len(calls) == 4
+    assert kernel_calls == 4  # one call per run of equal sizes
 
 
 def test_an_lfsr_source_runs_step_by_step_with_the_same_integers():
@@ -161,16 +167,8 @@ def test_stochastic_data_draws_in_the_order_of_a_loop_of_train_steps(dp, tiny, p
         x[35, 1] = 2.0 ** -30  # in the third run of batches: that run goes step by step
     batches = [np.arange(i, i + 8) for i in range(0, 16, 8)] + [np.arange(16, 19)] + \
         [np.arange(i, i + 7) for i in range(19, 40, 7)]
-    calls = []
-    original = NumbaStep.train_steps
-    monkeypatch.setattr(NumbaStep, "train_steps", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    fast.train_batches(x, y, batches)
-    for rows in batches:
-        slow.train_step(x[rows], y[rows])
-    _assert_same_state(fast, slow)
-    assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
+    assert _batches_equal_a_loop(fast, slow, x, y, batches, monkeypatch) == kernel_calls
     assert fast.arithmetic.observer.to_json() == slow.arithmetic.observer.to_json()
-    assert len(calls) == kernel_calls
 
 
 def test_a_stochastic_tie_in_the_data_draws_another_word_as_a_loop_of_train_steps_does(monkeypatch):
@@ -193,15 +191,7 @@ def test_a_stochastic_tie_in_the_data_draws_another_word_as_a_loop_of_train_step
     x, y = rng.uniform(-2, 2, (16, 3)), rng.uniform(-1, 1, (16, 4))
     x[0, 0] = (2 * word + 1) * 2.0 ** -71  # the first element quantized (input frac 6): 65 dropped bits, a tie
     batches = [np.arange(0, 8), np.arange(8, 16)]
-    calls = []
-    original = NumbaStep.train_steps
-    monkeypatch.setattr(NumbaStep, "train_steps", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    fast.train_batches(x, y, batches)
-    for rows in batches:
-        slow.train_step(x[rows], y[rows])
-    _assert_same_state(fast, slow)
-    assert fast.arithmetic.rng.integers(1 << 62) == slow.arithmetic.rng.integers(1 << 62)
-    assert calls == []
+    assert _batches_equal_a_loop(fast, slow, x, y, batches, monkeypatch) == 0
 
 
 def test_fixed_point_data_runs_like_the_floats_it_holds():
