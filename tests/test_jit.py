@@ -285,6 +285,22 @@ def test_second_process_loads_the_cached_kernel(tmp_path):
     assert second == {**first, "hits": 1, "misses": 0}
 
 
+def test_the_command_line_says_when_numba_compiles_a_kernel(tmp_path):
+    """A kernel compiled for the first time (a cache miss) takes seconds: fixprop's commands say
+    so on the standard error, once; loading it from the cache says nothing."""
+    pytest.importorskip("numba")
+    cache = tmp_path / "numba-cache"
+    notes = "import io, sys\nsys.stderr = io.StringIO()\nfrom fixprop.cli import _show_notes\n_show_notes()\n"
+    code = notes + RUN_SAMPLE.replace('"sum": [int(v) for v in out],',
+                                      '"sum": [int(v) for v in out], "stderr": sys.stderr.getvalue(),')
+    first = run_python(code, env={"NUMBA_CACHE_DIR": str(cache)})
+    assert first["sum"] == SUM and first["misses"] == 1
+    assert first["stderr"] == ("fixprop: numba is compiling the kernel add_int64 (once per install and "
+                               f"cache directory, 10 to 20 s; later runs load it from {first['cache_dir']})\n")
+    second = run_python(code, env={"NUMBA_CACHE_DIR": str(cache)})
+    assert second["sum"] == SUM and second["hits"] == 1 and second["stderr"] == ""
+
+
 def test_loading_a_kernel_leaves_numba_as_its_own_blas_check_would(tmp_path):
     """fixprop keeps numba from importing scipy.linalg when it loads a kernel (numba imports it
     only to set ``_HAVE_BLAS``). Afterwards numba's flag must equal its own check's answer (run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -788,8 +789,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrNotes(logging.Handler):
+    """fixprop's INFO log lines (a numba kernel compiling for the first time) as ``fixprop: ...``
+    on the standard error the process has when the line is logged."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"fixprop: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_notes() -> None:
+    """Install :class:`_StderrNotes` on the ``fixprop`` logger once, at INFO, unless the
+    application has configured that logger itself."""
+    logger = logging.getLogger("fixprop")
+    if logger.handlers or logger.level != logging.NOTSET:
+        return
+    logger.addHandler(_StderrNotes())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fixprop`` console script; returns the exit status."""
+    _show_notes()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's parser, whose usage applies

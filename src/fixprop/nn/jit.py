@@ -171,10 +171,14 @@ class _GuardedCache:
 
     def load_overload(self, sig: Any, target_context: Any) -> Any:
         try:
-            return self._cache.load_overload(sig, target_context)
+            loaded = self._cache.load_overload(sig, target_context)
         except OSError as error:
             log.debug("numba cache of %s unreadable, compiling: %s", self._name, error)
             return None
+        if loaded is None:  # numba compiles now: say why this call takes seconds (the CLI shows it)
+            log.info("numba is compiling the kernel %s (once per install and cache directory, 10 to 20 s; "
+                     "later runs load it from %s)", self._name, self._cache.cache_path)
+        return loaded
 
     def save_overload(self, sig: Any, data: Any) -> None:
         try:
