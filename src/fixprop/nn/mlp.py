@@ -518,7 +518,8 @@ class Model:
 
     def _run_data(self, x: Any, y: Any, n_steps: int, step: Any) -> tuple[Any, Any, np.ndarray | None] | None:
         """``x`` and ``y`` of ``n_steps`` consecutive batches of one size in the input and target
-        roles, and the steps' STOCH words ((steps, words per step), or None when they draw none).
+        roles, and the steps' STOCH words drawn ahead ((steps, words per step); None: the steps
+        draw their own from the Generator, as they do when the data draws nothing).
         Data rounding STOCH draws its words from the arithmetic's Generator in the order a loop of
         ``train_step`` would: step by step, x's words, y's, then the step's own. That needs one
         word per element (:func:`~fixprop.fixed.quantize.stochastic_words_one_each`) from float
